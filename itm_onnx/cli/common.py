@@ -1,0 +1,62 @@
+"""What every command shares: error handling, --json output, common options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from ..errors import ItmOnnxError, UsageError
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for machines)."
+)
+
+
+class ItmGroup(click.Group):
+    """A Click group that turns library errors into one line and an exit code.
+
+    ``UsageError`` -> exit 2, other ``ItmOnnxError`` -> exit 1, anything unexpected ->
+    exit 1 with one line; ``itm-onnx --debug ...`` shows the traceback instead.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except UsageError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        except ItmOnnxError as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {message} (run `itm-onnx --debug ...` "
+                "for the traceback)"
+            ) from None
+
+
+def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    """Print ``result`` as JSON (machines) or through ``human`` (people)."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        human(result)
+
+
+def progress(message: str) -> None:
+    """Progress for people goes to stderr, so that stdout stays clean for --json."""
+    click.echo(message, err=True)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,239 @@
+"""MQNet: Mixed Quantization Network for real-time inverse tone mapping (BMVC 2021).
+
+Architecture as released (see docs and ``shared/docs/brief.md``): a MobileNetV2-0.35
+encoder with five skip taps, a decoder of inverted residual blocks (attention in the
+first block of each of the four lower stages), nearest x2 upsampling with concatenated
+skips, two 1x1 decoder tails, and a small full-resolution head.
+
+Module names carry the deployment split: everything under ``backbone.*`` is quantized
+to int8 (weights and activations); ``head.*`` keeps float activations with int8
+weights; the output transform (``output.*``) stays float. Export tags ONNX nodes from
+these names, and every later stage reads the tags.
+
+Output transform. The paper computes ``sigmoid(I + tanh(O))``, which for an input
+``I`` in [0, 1] can only produce values in about (0.27, 0.88): a network trained that
+way can never emit black or full white. It is kept as ``output_transform="sigmoid"``.
+The default, ``"bounded"``, keeps the identity-plus-residual design (``t = tanh(O)``
+is zero for an unchanged pixel) but scales the residual by the head-room left in the
+direction it pushes::
+
+    H = I + relu(t) * (1 - I) - relu(-t) * I
+
+so ``H`` stays inside [0, 1] without clipping, reaches 1 at ``t = 1`` and 0 at
+``t = -1`` from any input, and keeps a gradient everywhere (unlike ``"clamp"``,
+``clamp(I + t, 0, 1)``, also offered). It is made of Relu/Mul/Sub/Add, which every
+mobile runtime supports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+
+from .blocks import (
+    ATTENTION_LAYERS,
+    ConvBnAct,
+    InstanceNorm2d,
+    InvertedResidual,
+    UpConcatConv,
+    make_divisible,
+)
+
+# (expansion t, channels c, repeats n, first stride s) of MobileNetV2.
+MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+@dataclass(frozen=True)
+class FeatureTap:
+    """A U-Net skip taken from the encoder: block index and which activation."""
+
+    block: int
+    point: str  # "expand" (expand-ReLU6 output) or "project" (block output)
+    reduction: int
+
+
+# The released model's taps (Keras names block_1/3/6/13_expand_relu, block_16_project).
+MQNET_TAPS = (
+    FeatureTap(1, "expand", 2),
+    FeatureTap(3, "expand", 4),
+    FeatureTap(6, "expand", 8),
+    FeatureTap(13, "expand", 16),
+    FeatureTap(16, "project", 32),
+)
+
+OUTPUT_TRANSFORMS = ("bounded", "sigmoid", "clamp")
+
+
+@dataclass(frozen=True)
+class MQNetConfig:
+    """Everything that varies between MQNet variants; the defaults are the released model."""
+
+    width_mult: float = 0.35
+    attention: str = "ca"  # one of ATTENTION_LAYERS: ca, sa, csa, none
+    reduction: int = 2  # attention reduction ratio
+    expansion: int = 6  # expansion of the decoder's inverted residual blocks
+    output_transform: str = "bounded"  # one of OUTPUT_TRANSFORMS
+    # How the [0, 1] output encodes HDR radiance; a key of itm_onnx.data.encoding.ENCODINGS.
+    output_encoding: str = "mulaw"
+    # Quantization-aware-training structure (itm_onnx.train.qat): BN folded, fake-quant
+    # where the deployed model is int8. Set by `itm-onnx train --qat`; export gives QDQ.
+    qat: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_LAYERS:
+            raise ValueError(
+                f"attention must be one of {sorted(ATTENTION_LAYERS)}, got {self.attention!r}"
+            )
+        if self.output_transform not in OUTPUT_TRANSFORMS:
+            raise ValueError(
+                f"output_transform must be one of {OUTPUT_TRANSFORMS}, "
+                f"got {self.output_transform!r}"
+            )
+        if self.width_mult <= 0 or self.reduction < 1 or self.expansion < 1:
+            raise ValueError("width_mult, reduction and expansion must be positive")
+
+
+class MobileNetV2Encoder(nn.Module):
+    """MobileNetV2 feature extractor returning the declared taps, finest first."""
+
+    def __init__(self, width_mult: float = 0.35, taps: tuple[FeatureTap, ...] = MQNET_TAPS):
+        super().__init__()
+        stem_channels = make_divisible(32 * width_mult)
+        self.stem = ConvBnAct(3, stem_channels, 3, stride=2)
+        blocks: list[InvertedResidual] = []
+        in_channels = stem_channels
+        for expansion, channels, repeats, stride in MOBILENETV2_STAGES:
+            out_channels = make_divisible(int(channels * width_mult))
+            for i in range(repeats):
+                blocks.append(InvertedResidual(
+                    in_channels, out_channels, stride if i == 0 else 1, expansion))
+                in_channels = out_channels
+        self.blocks = nn.ModuleList(blocks)
+        self.taps = taps
+        self.tap_channels = tuple(self._tap_channels(t) for t in taps)
+
+    def _tap_channels(self, tap: FeatureTap) -> int:
+        block = self.blocks[tap.block]
+        conv = block.expand[0] if tap.point == "expand" else block.project[0]
+        return conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # MobileNetV2 expects inputs in [-1, 1]; the model's interface is [0, 1].
+        x = self.stem(x * 2.0 - 1.0)
+        wanted = {(t.block, t.point): i for i, t in enumerate(self.taps)}
+        features: list[torch.Tensor] = [x] * len(self.taps)
+        last = max(t.block for t in self.taps)
+        for index, block in enumerate(self.blocks[: last + 1]):
+            x, expanded = block.forward_with_expansion(x)
+            if (index, "expand") in wanted:
+                features[wanted[(index, "expand")]] = expanded
+            if (index, "project") in wanted:
+                features[wanted[(index, "project")]] = x
+        return features
+
+
+class MQNetDecoder(nn.Module):
+    """Decoder of the released model: IRBs at 1/32..1/4, then two 1x1 fusion tails."""
+
+    def __init__(self, tap_channels: tuple[int, ...], config: MQNetConfig) -> None:
+        super().__init__()
+        attention_layer = ATTENTION_LAYERS[config.attention]
+        att = partial(attention_layer, reduction=config.reduction) if attention_layer else None
+        irb = partial(InvertedResidual, expansion=config.expansion)
+        c2, c4, c8, c16, c32 = tap_channels
+        self.stage32 = nn.Sequential(irb(c32, 32, attention=att), irb(32, 32))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.stage16 = nn.Sequential(irb(32 + c16, 24, attention=att), irb(24, 24))
+        self.stage8 = irb(24 + c8, 16, attention=att)
+        self.stage4 = irb(16 + c4, 8, attention=att)
+        self.fuse2 = UpConcatConv(8, c2, 16)
+        self.fuse1 = UpConcatConv(16, 3, 16)
+        self.out_channels = 16
+
+    def forward(self, image: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+        f2, f4, f8, f16, f32 = taps
+        x = self.stage32(f32)
+        x = self.stage16(torch.cat([self.up(x), f16], dim=1))
+        x = self.stage8(torch.cat([self.up(x), f8], dim=1))
+        x = self.stage4(torch.cat([self.up(x), f4], dim=1))
+        x = self.fuse2(x, f2)
+        return self.fuse1(x, image)
+
+
+class MQNetBackbone(nn.Module):
+    """Encoder + decoder: the part deployed fully int8."""
+
+    def __init__(self, config: MQNetConfig) -> None:
+        super().__init__()
+        self.encoder = MobileNetV2Encoder(config.width_mult)
+        self.decoder = MQNetDecoder(self.encoder.tap_channels, config)
+        self.out_channels = self.decoder.out_channels
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decoder(image, self.encoder(image))
+
+
+class MQNetHead(nn.Module):
+    """Full-resolution head; deployed with int8 weights and float activations."""
+
+    def __init__(self, in_channels: int = 16) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 12, 3, padding=1)
+        self.norm1 = InstanceNorm2d(12)
+        self.conv2 = nn.Conv2d(12, 6, 1)
+        self.norm2 = InstanceNorm2d(6)
+        self.conv3 = nn.Conv2d(6, 3, 1, bias=False)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.conv1(x)))
+        x = self.act(self.norm2(self.conv2(x)))
+        return torch.tanh(self.conv3(x))
+
+
+class OutputTransform(nn.Module):
+    """Combine the input image and the head's residual ``t`` in [-1, 1] (see module doc)."""
+
+    def __init__(self, kind: str = "bounded") -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, image: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sigmoid":
+            return torch.sigmoid(image + t)
+        if self.kind == "clamp":
+            return torch.clamp(image + t, 0.0, 1.0)
+        return image + torch.relu(t) * (1.0 - image) - torch.relu(-t) * image
+
+
+class MQNet(nn.Module):
+    """LDR image (N, 3, H, W) in [0, 1] -> encoded HDR (N, 3, H, W) in [0, 1].
+
+    H and W must be multiples of ``MQNet.required_multiple`` (32).
+    """
+
+    required_multiple = 32
+
+    def __init__(self, config: MQNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MQNetConfig()
+        self.backbone = MQNetBackbone(self.config)
+        self.head = MQNetHead(self.backbone.out_channels)
+        self.output = OutputTransform(self.config.output_transform)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.output(image, self.head(self.backbone(image)))
+
+
+def build_mqnet(config: MQNetConfig) -> nn.Module:
+    """Registry builder: the float MQNet, or its QAT structure when ``config.qat`` is set."""
+    model = MQNet(config)
+    if config.qat:
+        from ..train.qat import prepare_qat  # deferred: the training package imports models
+
+        model = prepare_qat(model)
+    return model
