@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import onnx
 

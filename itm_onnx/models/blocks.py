@@ -6,7 +6,7 @@ attention factory), in the manner of timm's ``InvertedResidual`` and ``SqueezeEx
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

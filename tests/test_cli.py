@@ -1,0 +1,108 @@
+"""The CLI's contract: --help everywhere, one-line errors with the right exit code."""
+
+import pytest
+
+from itm_onnx.cli import main
+
+from .conftest import TINY
+
+
+def assert_one_line_error(result, code, fragment):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    assert fragment in result.output
+    assert len([line for line in result.stderr.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_every_command_has_help(runner):
+    assert runner.invoke(main, ["--help"]).exit_code == 0
+    for name in main.commands:
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Usage:" in result.output
+
+
+def test_bad_size_is_usage_error(runner, tmp_path):
+    result = runner.invoke(
+        main, ["export", "--random-init", "--height", "100", "--output", str(tmp_path / "m.onnx")]
+    )
+    assert_one_line_error(result, 2, "height 100 is not a positive multiple of 32")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_checkpoint(runner, tmp_path):
+    result = runner.invoke(
+        main,
+        [
+            "export",
+            "--checkpoint",
+            str(tmp_path / "none.safetensors"),
+            "--output",
+            str(tmp_path / "m.onnx"),
+        ],
+    )
+    assert_one_line_error(result, 1, "checkpoint not found")
+
+
+def test_checkpoint_of_other_architecture(runner, tmp_path, random_checkpoint):
+    result = runner.invoke(
+        main,
+        [
+            "export",
+            "--model",
+            "mqnet-sa",
+            "--checkpoint",
+            str(random_checkpoint),
+            "--output",
+            str(tmp_path / "m.onnx"),
+        ],
+    )
+    assert_one_line_error(result, 1, "holds model 'mqnet', not 'mqnet-sa'")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("parent", ["missing-dir", "a-file"])
+def test_unusable_output_folder(runner, tmp_path, parent):
+    (tmp_path / "a-file").write_text("x")
+    result = runner.invoke(
+        main, ["export", "--random-init", "--output", str(tmp_path / parent / "m.onnx")]
+    )
+    assert_one_line_error(result, 2, "does not exist")
+
+
+def test_failed_parity_writes_nothing(runner, tmp_path):
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(
+        main,
+        [
+            "export",
+            "--random-init",
+            "--height",
+            str(TINY),
+            "--width",
+            str(TINY),
+            "--tolerance",
+            "1e-12",
+            "--output",
+            str(out),
+        ],
+    )
+    assert_one_line_error(result, 1, "parity check failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_report_fields(tiny_export):
+    _, report = tiny_export
+    for key in (
+        "artifact",
+        "sha256",
+        "opset",
+        "input_shape",
+        "parameters",
+        "node_counts",
+        "parity",
+        "export_seconds",
+    ):
+        assert key in report
+    assert report["input_shape"] == [1, 3, TINY, TINY]
+    assert report["parameters"] == 875_432
