@@ -1,5 +1,6 @@
 """Model definitions and the registry (``create_model``)."""
 
+from .gated import GatedUNet, GatedUNetConfig
 from .mqnet import MQNet, MQNetConfig, build_mqnet
 from .registry import create_model, get_entry, list_models, register_model
 
@@ -11,5 +12,10 @@ register_model("mqnet-csa", MQNetConfig, build_mqnet, "MQNet with channel-spatia
                attention="csa")
 register_model("mqnet-noatt", MQNetConfig, build_mqnet, "MQNet without attention",
                attention="none")
+for _width in (12, 24, 32):
+    register_model(f"gated-unet-c{_width}", GatedUNetConfig, GatedUNet,
+                   f"gated encoder, multi-scale refiners (CVPRW 2026), width c={_width}",
+                   width=_width)
 
-__all__ = ["MQNet", "MQNetConfig", "create_model", "get_entry", "list_models", "register_model"]
+__all__ = ["GatedUNet", "GatedUNetConfig", "MQNet", "MQNetConfig", "create_model", "get_entry",
+           "list_models", "register_model"]
