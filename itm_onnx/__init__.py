@@ -8,5 +8,6 @@ thin Click layer over these modules.
 __version__ = "0.1.0"
 
 from .models import create_model, list_models  # noqa: E402
+from .runner import Runner  # noqa: E402
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = ["Runner", "__version__", "create_model", "list_models"]

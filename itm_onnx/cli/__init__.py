@@ -8,6 +8,8 @@ from .. import __version__
 from .common import ItmGroup
 from .export import export_command
 from .pipeline import pipeline_command
+from .run import run_command
+from .validate import validate_command
 
 
 @click.group(cls=ItmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,5 +25,5 @@ def main(debug: bool) -> None:
     """
 
 
-for command in (export_command, pipeline_command):
+for command in (export_command, pipeline_command, run_command, validate_command):
     main.add_command(command)

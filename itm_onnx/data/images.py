@@ -305,7 +305,7 @@ def save_png16(path: str | os.PathLike[str], codes: np.ndarray) -> None:
     """
     _check_rgb(codes, np.uint16)
     with atomic_output(path) as tmp:
-        tmp.write_bytes(_encode_png16(codes))
+        tmp.write_bytes(_encode_png16(np.ascontiguousarray(codes)))
 
 
 def _check_rgb(array: np.ndarray, dtype: type[np.generic]) -> None:

@@ -1,0 +1,663 @@
+"""The integrator's entry point: run an exported (fp32 or quantized) ONNX model on LDR photos.
+
+:class:`Runner` wraps one ONNX Runtime session and turns any HxWx3 uint8 photo into the
+network's HxWx3 float32 output in [0, 1], whatever the model's input shape; ``to_codes``
+and ``to_linear`` turn that output into what gets stored. :func:`run_model` is the batch
+job behind ``itm-onnx run``: files and folders in, 16-bit PNG and/or linear EXR/HDR out,
+a per-file error list instead of an abort.
+
+Sizes (the rules ``itm-onnx run --help`` documents):
+
+* Dynamic height/width: the image is padded at the bottom and right to the next
+  multiple of ``required_multiple`` (32 for MQNet, which downsamples 32x), run whole,
+  and the output cropped back, so output size = input size for any size (517x333 too).
+* Fixed shape HxW, per axis: a side that fits is padded up to the model's side; a longer
+  side is covered by tiles of the model's side that overlap by at least a quarter of it
+  (``tile_overlap``), spread evenly so that the last one ends on the border. Where tiles
+  overlap their outputs are cross-faded linearly (weights sum to 1 everywhere), which
+  hides seams. Tiling was chosen over resizing because resizing to the model's shape
+  would throw away the resolution that 10-bit output is for. The limit: MQNet's channel
+  attention and the head's InstanceNorm use statistics of the whole input, so each tile
+  is normalised on its own content; the cross-fade smooths the transition but a big
+  photo tiled is not bit-for-bit what a dynamic model would give on the whole photo.
+  Export a dynamic model (or one at the photo's size) when that matters.
+
+Padding is *reflect* padding (mirror without repeating the border pixel): unlike zeros or
+a constant it keeps the padded area's statistics close to the image's own, which matters
+because InstanceNorm and channel attention pool over the whole input, padding included.
+
+Models without itm-onnx metadata (``itm_onnx.*`` properties) work with defaults: input =
+the first graph input, output = the first output, multiple 32, output encoding unknown
+(16-bit PNG only, no linear output); :attr:`Runner.notices` says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from PIL import Image
+
+from .data.encoding import ENCODINGS
+from .data.hdr_io import write_hdr
+from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr, save_png16
+from .errors import ItmOnnxError, UsageError
+from .onnx_meta import PREFIX, read_model_metadata
+
+DEFAULT_MULTIPLE = 32  # MQNet downsamples 32x; used when a model carries no metadata
+DEFAULT_OUTPUT_BITS = 10
+TILE_OVERLAP_FRACTION = 0.25  # fixed-shape tiles overlap by at least this share of a side
+SESSION_OPTIONS_KEY = "session_options"  # itm_onnx.session_options: JSON, see below
+PROVIDER_SUFFIX = "ExecutionProvider"
+
+# Output formats of `itm-onnx run`: name -> file suffix.
+FORMATS = {"png16": ".png", "exr": ".exr", "hdr": ".hdr"}
+LINEAR_FORMATS = frozenset({"exr", "hdr"})
+
+Infer = Callable[[np.ndarray], np.ndarray]  # 1x3xHxW float32 -> 1x3xHxW float32
+
+
+# --- execution providers ----------------------------------------------------------------
+
+
+def provider_short_name(provider: str) -> str:
+    """``CPUExecutionProvider`` -> ``cpu``: the names the CLI takes and prints."""
+    return provider.removesuffix(PROVIDER_SUFFIX).lower()
+
+
+def available_providers() -> list[str]:
+    """Short names of the execution providers this ONNX Runtime build can use."""
+    return [provider_short_name(p) for p in ort.get_available_providers()]
+
+
+def resolve_providers(names: Iterable[str]) -> list[str]:
+    """Map short or full provider names (any case) to ORT's names, or raise UsageError.
+
+    The message lists what this build has: the Linux x86 wheel has only the CPU (and
+    Azure) providers, so asking for ``xnnpack`` or ``nnapi`` here is a usage error, not a
+    crash deep inside ORT.
+    """
+    known = {provider_short_name(p): p for p in ort.get_all_providers()}
+    known.update({p.lower(): p for p in ort.get_all_providers()})
+    available = ort.get_available_providers()
+    here = ", ".join(available_providers())
+    resolved = []
+    for name in names:
+        full = known.get(name.strip().lower())
+        if full is None:
+            raise UsageError(f"unknown execution provider {name!r}; available here: {here}")
+        if full not in available:
+            raise UsageError(
+                f"execution provider {name!r} ({full}) is not in this ONNX Runtime build; "
+                f"available here: {here}"
+            )
+        if full not in resolved:
+            resolved.append(full)
+    if not resolved:
+        raise UsageError(f"no execution provider given; available here: {here}")
+    return resolved
+
+
+# --- model contract ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runner needs to know about a model, from its metadata or the defaults."""
+
+    input_name: str
+    output_name: str
+    # Fixed input (height, width); None on an axis whose size is dynamic.
+    fixed_size: tuple[int | None, int | None]
+    multiple: int  # dynamic axes are padded to a multiple of this
+    encoding: str | None  # key of ENCODINGS, or None when unknown
+    output_bits: int
+    input_dtype: str  # numpy dtype name of the input tensor
+    has_metadata: bool
+    session_options: dict[str, Any] = field(default_factory=dict)
+
+
+_ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+def _load_proto(path: Path) -> onnx.ModelProto:
+    """Parse the model file (weights left on disk), or raise one UsageError line."""
+    if not path.exists():
+        raise UsageError(f"{path}: model file not found")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file (expected an .onnx model)")
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"{path}: not an ONNX model ({detail})") from None
+    if not proto.graph.input or not proto.graph.output:
+        raise UsageError(f"{path}: not an ONNX model (no graph inputs or outputs)")
+    return proto
+
+
+def read_model_info(proto: onnx.ModelProto, source: str = "model") -> tuple[ModelInfo, list[str]]:
+    """The model's I/O contract and the notices to show the user about it (once)."""
+    meta = read_model_metadata(proto)
+    notices: list[str] = []
+    initializers = {init.name for init in proto.graph.initializer}
+    graph_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if not graph_inputs:
+        raise UsageError(f"{source}: the graph takes no input")
+    input_name = meta.get("input_name") or graph_inputs[0].name
+    output_name = meta.get("output_name") or proto.graph.output[0].name
+    inputs = {i.name: i for i in graph_inputs}
+    if input_name not in inputs or output_name not in {o.name for o in proto.graph.output}:
+        raise UsageError(
+            f"{source}: metadata names input {input_name!r} / output {output_name!r}, "
+            "which the graph does not have"
+        )
+    tensor = inputs[input_name].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if len(dims) != 4 or dims[1] not in (None, 3) or tensor.elem_type not in _ONNX_DTYPES:
+        shape = [d if d is not None else "?" for d in dims]
+        raise UsageError(
+            f"{source}: input {input_name!r} is {onnx.TensorProto.DataType.Name(tensor.elem_type)}"
+            f" {shape}; expected float [N, 3, H, W] (an image-to-image network)"
+        )
+    encoding = meta.get("output_encoding")
+    if not meta:
+        notices.append(
+            f"{source} has no itm-onnx metadata: using defaults (input {input_name!r}, "
+            f"output {output_name!r}, sides padded to a multiple of {DEFAULT_MULTIPLE}, "
+            "output encoding unknown: 16-bit PNG only)"
+        )
+    elif encoding not in ENCODINGS:
+        problem = ("names no output encoding" if encoding is None else
+                   f"has output encoding {encoding!r}, unknown to this itm-onnx version")
+        notices.append(f"{source} {problem}: 16-bit PNG only")
+        encoding = None
+    info = ModelInfo(
+        input_name=input_name,
+        output_name=output_name,
+        fixed_size=(dims[2] or None, dims[3] or None),
+        multiple=int(meta.get("required_multiple", DEFAULT_MULTIPLE)),
+        encoding=encoding,
+        output_bits=int(meta.get("output_bits", DEFAULT_OUTPUT_BITS)),
+        input_dtype=_ONNX_DTYPES[tensor.elem_type],
+        has_metadata=bool(meta),
+        session_options=_parse_session_options(meta.get(SESSION_OPTIONS_KEY), source),
+    )
+    return info, notices
+
+
+def _parse_session_options(text: str | None, source: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source}: {PREFIX}{SESSION_OPTIONS_KEY} is not JSON ({exc})") from None
+    if not isinstance(options, dict):
+        raise UsageError(f"{source}: {PREFIX}{SESSION_OPTIONS_KEY} must be a JSON object")
+    return options
+
+
+def build_session_options(recommended: dict[str, Any], threads: int | None
+                          ) -> tuple[ort.SessionOptions, dict[str, Any], list[str]]:
+    """SessionOptions from a model's recommended settings; ``threads`` wins over them.
+
+    ``itm_onnx.session_options`` is a JSON object whose keys are
+    ``ort.SessionOptions`` attributes (``"graph_optimization_level": "ORT_ENABLE_ALL"``,
+    ``"intra_op_num_threads": 2``; enum values by name or number), session config
+    entries (keys with a dot, e.g. ``"session.intra_op.allow_spinning": "0"``, or a
+    ``"config_entries"`` object of them), and ``"disabled_optimizers"`` (a list of ORT
+    optimizer names, e.g. ``["NchwcTransformer"]``, passed to the session). Returns the
+    options, the session keyword arguments, and notices for keys that were skipped.
+    """
+    options = ort.SessionOptions()
+    kwargs: dict[str, Any] = {}
+    notices: list[str] = []
+    entries = dict(recommended.get("config_entries", {}))
+    for key, value in recommended.items():
+        if key == "config_entries":
+            continue
+        if key == "disabled_optimizers":
+            kwargs["disabled_optimizers"] = [str(v) for v in value]
+        elif "." in key:
+            entries[key] = value
+        elif hasattr(options, key) and not callable(getattr(options, key)):
+            try:
+                setattr(options, key, _session_value(key, value))
+            except (TypeError, ValueError, AttributeError) as exc:
+                notices.append(f"recommended session option {key}={value!r} skipped ({exc})")
+        else:
+            notices.append(f"recommended session option {key!r} is unknown here; skipped")
+    for key, value in entries.items():
+        options.add_session_config_entry(key, str(value))
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options, kwargs, notices
+
+
+_SESSION_ENUMS = {
+    "graph_optimization_level": ort.GraphOptimizationLevel,
+    "execution_mode": ort.ExecutionMode,
+    "execution_order": ort.ExecutionOrder,
+}
+
+
+def _session_value(key: str, value: Any) -> Any:
+    """JSON value -> what the SessionOptions attribute takes (enums by name or number)."""
+    enum = _SESSION_ENUMS.get(key)
+    if enum is None:
+        return value
+    if isinstance(value, str):
+        name = value if value.startswith("ORT_") else "ORT_" + value.upper()
+        if name not in enum.__members__:
+            raise ValueError(f"choose one of {', '.join(enum.__members__)}")
+        return enum.__members__[name]
+    return enum(int(value))
+
+
+# --- geometry: padding and tiling -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one image axis maps onto model inputs: pad to ``padded``, cut tiles at ``starts``."""
+
+    length: int  # the image's side
+    padded: int  # side after reflect padding at the end (>= length)
+    tile: int  # model input side
+    starts: tuple[int, ...]  # tile offsets into the padded side
+
+    def weights(self) -> list[np.ndarray]:
+        """Per tile, cross-fade weights along this axis (all > 0).
+
+        Where two tiles overlap, the earlier fades out and the later fades in linearly
+        over the overlap; outside overlaps the weight is 1. They sum to 1 everywhere
+        while no position lies in three tiles (overlaps under half a tile, as with the
+        default); :func:`predict_with` divides by the sum anyway.
+        """
+        result = []
+        for index, start in enumerate(self.starts):
+            position = np.arange(self.tile, dtype=np.float32) + 0.5
+            weight = np.ones(self.tile, np.float32)
+            if index > 0:
+                overlap = self.starts[index - 1] + self.tile - start
+                weight = np.minimum(weight, position / overlap)
+            if index < len(self.starts) - 1:
+                overlap = start + self.tile - self.starts[index + 1]
+                weight = np.minimum(weight, (self.tile - position) / overlap)
+            result.append(weight)
+        return result
+
+
+def plan_axis(length: int, fixed: int | None, multiple: int,
+              overlap_fraction: float = TILE_OVERLAP_FRACTION) -> AxisPlan:
+    """Padding and tiles for one axis (the module docstring states the rules)."""
+    if fixed is None:
+        padded = math.ceil(length / multiple) * multiple
+        return AxisPlan(length, padded, padded, (0,))
+    if length <= fixed:
+        return AxisPlan(length, fixed, fixed, (0,))
+    overlap = max(1, math.ceil(fixed * overlap_fraction))
+    count = math.ceil((length - overlap) / (fixed - overlap))
+    starts = np.round(np.linspace(0, length - fixed, count)).astype(int)
+    return AxisPlan(length, length, fixed, tuple(int(s) for s in starts))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How images of any size are fitted to a model: its fixed sides and padding multiple."""
+
+    fixed_size: tuple[int | None, int | None] = (None, None)
+    multiple: int = DEFAULT_MULTIPLE
+    overlap_fraction: float = TILE_OVERLAP_FRACTION
+
+    def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
+        return (plan_axis(height, self.fixed_size[0], self.multiple, self.overlap_fraction),
+                plan_axis(width, self.fixed_size[1], self.multiple, self.overlap_fraction))
+
+    def describe(self, height: int, width: int) -> str:
+        """In words, what happens to an image of this size (for progress lines)."""
+        rows, cols = self.plan(height, width)
+        tiles = len(rows.starts) * len(cols.starts)
+        if tiles > 1:
+            return f"{tiles} tiles of {cols.tile}x{rows.tile}"
+        if (rows.padded, cols.padded) != (height, width):
+            return f"padded to {cols.padded}x{rows.padded}"
+        return "as is"
+
+
+def check_rgb_uint8(rgb: Any) -> np.ndarray:
+    """Return ``rgb`` if it is a non-empty HxWx3 uint8 array, else raise UsageError."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 \
+            or rgb.dtype != np.uint8:
+        given = f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}"
+        raise UsageError(f"expected an HxWx3 uint8 RGB array, got {given}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise UsageError(f"image has zero size ({rgb.shape[1]}x{rgb.shape[0]})")
+    return rgb
+
+
+def predict_with(infer: Infer, rgb: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Run ``infer`` on a uint8 photo of any size: pad or tile, blend, crop; clip to [0, 1].
+
+    Shared by :class:`Runner` and by ``itm_onnx.validate`` (which runs PyTorch through
+    the same geometry, so that every backend sees exactly the same inputs).
+    """
+    rgb = check_rgb_uint8(rgb)
+    height, width = rgb.shape[:2]
+    rows, cols = geometry.plan(height, width)
+    image = rgb.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    image = np.pad(image, ((0, 0), (0, rows.padded - height), (0, cols.padded - width)),
+                   mode="reflect")
+    if len(rows.starts) == 1 and len(cols.starts) == 1:
+        output = _infer_tile(infer, image)
+    else:
+        output = np.zeros_like(image)
+        weight_sum = np.zeros(image.shape[1:], np.float32)
+        for y, wy in zip(rows.starts, rows.weights(), strict=True):
+            for x, wx in zip(cols.starts, cols.weights(), strict=True):
+                tile = image[:, y:y + rows.tile, x:x + cols.tile]
+                weight = wy[:, None] * wx[None, :]
+                output[:, y:y + rows.tile, x:x + cols.tile] += _infer_tile(infer, tile) * weight
+                weight_sum[y:y + rows.tile, x:x + cols.tile] += weight
+        output /= weight_sum
+    hwc = np.ascontiguousarray(output[:, :height, :width].transpose(1, 2, 0))
+    return np.clip(hwc, 0.0, 1.0, out=hwc)
+
+
+def _infer_tile(infer: Infer, chw: np.ndarray) -> np.ndarray:
+    result = np.asarray(infer(np.ascontiguousarray(chw[None])), dtype=np.float32)
+    if result.shape != (1, *chw.shape):
+        raise ItmOnnxError(
+            f"model output has shape {list(result.shape)} for input {[1, *chw.shape]}; "
+            "expected the same shape (an image-to-image network)"
+        )
+    return result[0]
+
+
+def output_codes(y: np.ndarray, bits: int = DEFAULT_OUTPUT_BITS) -> np.ndarray:
+    """[0, 1] output -> integer code values round(y * (2**bits - 1)), as uint16."""
+    peak = (1 << bits) - 1
+    return np.round(np.clip(y, 0.0, 1.0) * peak).astype(np.uint16)
+
+
+# --- the runner -------------------------------------------------------------------------
+
+
+class Runner:
+    """One ONNX model in one ONNX Runtime session, for photos of any size.
+
+    >>> runner = Runner("mqnet.onnx")                 # doctest: +SKIP
+    >>> y = runner.predict(rgb)                        # HxWx3 float32 in [0, 1]
+    >>> codes = runner.to_codes(y)                     # HxWx3 uint16, 0..1023
+    >>> radiance = runner.to_linear(y)                 # HxWx3 float32, linear
+
+    ``providers`` are short (``"cpu"``) or full ORT names; ``threads`` sets ORT's
+    intra-op threads (default: ORT's choice, or the model's recommendation). Session
+    settings a quantized model recommends in its metadata are applied. ``notices``
+    lists what the user should be told once (missing metadata, skipped settings).
+    """
+
+    def __init__(self, model_path: str | Path, providers: Sequence[str] = ("cpu",),
+                 threads: int | None = None,
+                 overlap_fraction: float = TILE_OVERLAP_FRACTION) -> None:
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be >= 1, got {threads}")
+        if not 0.0 < overlap_fraction < 1.0:
+            raise UsageError(f"tile overlap fraction must be in (0, 1), got {overlap_fraction}")
+        self.path = Path(model_path)
+        self.providers = resolve_providers(providers)
+        proto = _load_proto(self.path)
+        self.info, self.notices = read_model_info(proto, str(self.path))
+        del proto
+        options, kwargs, skipped = build_session_options(self.info.session_options, threads)
+        self.notices += skipped
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=self.providers, **kwargs)
+        except Exception as exc:  # ORT raises its own exception types, all one story here
+            detail = " ".join(str(exc).split())[:300]
+            raise UsageError(f"{self.path}: ONNX Runtime cannot load the model ({detail})") \
+                from None
+        self.geometry = Geometry(self.info.fixed_size, self.info.multiple, overlap_fraction)
+
+    @property
+    def encoding(self) -> str | None:
+        """Name of the output encoding (``ENCODINGS`` key), None when unknown."""
+        return self.info.encoding
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """One raw model call: 1x3xHxW float32 at a size the model accepts."""
+        feed = batch.astype(self.info.input_dtype, copy=False)
+        try:
+            (output,) = self.session.run([self.info.output_name], {self.info.input_name: feed})
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ItmOnnxError(f"{self.path}: inference failed ({detail})") from None
+        return output
+
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 sRGB photo -> HxWx3 float32 network output in [0, 1], same size."""
+        return predict_with(self.infer, rgb, self.geometry)
+
+    def to_codes(self, y: np.ndarray) -> np.ndarray:
+        """Output -> uint16 code values round(y * 1023) (for the usual 10-bit output)."""
+        return output_codes(y, self.info.output_bits)
+
+    def to_linear(self, y: np.ndarray) -> np.ndarray:
+        """Output -> float32 linear radiance, decoded per the model's ``output_encoding``."""
+        if self.encoding is None:
+            raise UsageError(
+                f"{self.path}: the model's output encoding is unknown, so its output cannot "
+                "be decoded to linear radiance (16-bit PNG codes only)"
+            )
+        return np.asarray(ENCODINGS[self.encoding].decode(y), dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """What was loaded, for reports."""
+        rows, cols = self.info.fixed_size
+        return {
+            "path": str(self.path),
+            "providers": [provider_short_name(p) for p in self.session.get_providers()],
+            "input": f"{self.info.input_name} [1, 3, {rows or 'H'}, {cols or 'W'}]",
+            "encoding": self.encoding,
+            "has_metadata": self.info.has_metadata,
+        }
+
+
+# --- the batch job: itm-onnx run --------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """What ``itm-onnx run`` does; the defaults are the CLI's."""
+
+    model: Path = Path("mqnet.onnx")
+    inputs: tuple[Path, ...] = ()  # image files and/or folders (not recursive)
+    output_dir: Path = Path("hdr")
+    # Subset of FORMATS; None: png16, plus exr when the model's encoding is known.
+    formats: tuple[str, ...] | None = None
+    providers: tuple[str, ...] = ("cpu",)
+    threads: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard, checked before decoding
+    overlap_fraction: float = TILE_OVERLAP_FRACTION
+
+
+@dataclass
+class FileResult:
+    input: str
+    outputs: list[str]
+    width: int
+    height: int
+    fit: str  # "as is", "padded to WxH" or "N tiles of WxH"
+    notes: list[str]
+    seconds: float
+
+
+@dataclass
+class FileFailure:
+    input: str
+    error: str
+
+
+@dataclass
+class RunReport:
+    model: dict[str, Any]
+    formats: list[str]
+    output_dir: str
+    done: list[FileResult] = field(default_factory=list)
+    failed: list[FileFailure] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # folder entries without an image suffix
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0: every input converted; 1: none; 3: some (the failures are listed)."""
+        if not self.failed:
+            return 0
+        return 3 if self.done else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["exit_code"] = self.exit_code
+        return data
+
+
+def choose_formats(requested: Sequence[str] | None, encoding: str | None) -> list[str]:
+    """Validate the requested formats against what the model's output can give."""
+    if requested is None:
+        return ["png16", "exr"] if encoding else ["png16"]
+    formats = []
+    for name in requested:
+        name = name.strip().lower()
+        if name not in FORMATS:
+            raise UsageError(f"unknown output format {name!r}; choose from {', '.join(FORMATS)}")
+        if name in LINEAR_FORMATS and encoding is None:
+            raise UsageError(
+                f"format {name!r} needs linear radiance, but the model's output encoding is "
+                "unknown; use png16"
+            )
+        if name not in formats:
+            formats.append(name)
+    if not formats:
+        raise UsageError(f"no output format given; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def image_suffixes() -> frozenset[str]:
+    """File suffixes Pillow can decode: what a folder is scanned for."""
+    return frozenset(Image.registered_extensions())
+
+
+def collect_inputs(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """(files to convert, folder entries ignored). Named files are always tried; folders
+    contribute their non-hidden files with an image suffix, sorted, not recursively."""
+    if not inputs:
+        raise UsageError("no input images given")
+    suffixes = image_suffixes()
+    files: list[Path] = []
+    ignored: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for entry in sorted(path.iterdir()):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            (files if entry.suffix.lower() in suffixes else ignored).append(entry)
+    if not files:
+        raise UsageError(
+            f"no image files in {', '.join(map(str, inputs))}"
+            + (f" ({len(ignored)} other files ignored)" if ignored else "")
+        )
+    return files, [str(p) for p in ignored]
+
+
+def output_paths(source: Path, output_dir: Path, formats: Sequence[str]) -> list[Path]:
+    return [output_dir / (source.stem + FORMATS[name]) for name in formats]
+
+
+def run_model(config: RunConfig, log: Callable[[str], None] = lambda _: None) -> RunReport:
+    """Convert every input; one file's failure is recorded, never fatal to the batch."""
+    started = time.perf_counter()
+    files, ignored = collect_inputs(config.inputs)
+    runner = Runner(config.model, config.providers, config.threads, config.overlap_fraction)
+    formats = choose_formats(config.formats, runner.encoding)
+    output_dir = Path(config.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
+    report = RunReport(model=runner.describe(), formats=formats, output_dir=str(output_dir),
+                       ignored=ignored, notices=list(runner.notices))
+    for notice in runner.notices:
+        log(f"note: {notice}")
+    claimed: dict[Path, Path] = {}
+    for index, source in enumerate(files, 1):
+        prefix = f"[{index}/{len(files)}] {source}"
+        try:
+            result = _convert_one(runner, source, output_dir, formats, config.max_pixels, claimed)
+        except (ImageError, ItmOnnxError, OSError) as exc:
+            message = _failure_message(exc, source)
+            report.failed.append(FileFailure(str(source), message))
+            log(f"{prefix}: FAILED: {message}")
+            continue
+        report.done.append(result)
+        log(f"{prefix} {result.width}x{result.height} ({result.fit}) -> "
+            f"{', '.join(Path(p).name for p in result.outputs)} ({result.seconds:.2f} s)")
+    report.seconds = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _failure_message(exc: BaseException, source: Path) -> str:
+    if isinstance(exc, ImageError):
+        return " ".join(str(exc.reason).split())
+    if isinstance(exc, OSError):
+        return f"cannot write output: {exc.strerror or exc}"
+    return str(exc).removeprefix(f"{source}: ")
+
+
+def _convert_one(runner: Runner, source: Path, output_dir: Path, formats: Sequence[str],
+                 max_pixels: int, claimed: dict[Path, Path]) -> FileResult:
+    started = time.perf_counter()
+    targets = output_paths(source, output_dir, formats)
+    _claim_outputs(source, targets, claimed)
+    image = load_ldr(source, max_pixels=max_pixels)
+    height, width = image.rgb.shape[:2]
+    y = runner.predict(image.rgb)
+    for name, target in zip(formats, targets, strict=True):
+        if name == "png16":
+            save_png16(target, runner.to_codes(y))
+        else:
+            write_hdr(target, runner.to_linear(y))
+    claimed.update((target.resolve(), source) for target in targets)
+    return FileResult(
+        input=str(source), outputs=[str(t) for t in targets], width=width, height=height,
+        fit=runner.geometry.describe(height, width), notes=image.notes,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _claim_outputs(source: Path, targets: list[Path], claimed: dict[Path, Path]) -> None:
+    """Refuse to overwrite an input, or the output of an earlier input of this run
+    (``a/x.png`` and ``b/x.jpg`` both map to ``x.png``). Only converted inputs hold
+    their names, so a broken file never blocks a good one."""
+    for target in targets:
+        key = target.resolve()
+        if key == source.resolve():
+            raise ItmOnnxError(f"output {target} would overwrite the input; choose another "
+                               "output folder")
+        if key in claimed:
+            raise ItmOnnxError(f"output {target.name} is already taken by {claimed[key]} "
+                               "(same file name); rename one of them")
