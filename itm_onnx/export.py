@@ -30,6 +30,7 @@ from torch import nn
 from . import onnx_meta
 from .checkpoint import read_checkpoint_metadata
 from .errors import ExportError, ItmOnnxError, UsageError
+from .mobile import fill_resize_roi
 from .models import create_model
 from .models.blocks import set_instancenorm_formulation
 from .paths import default_checkpoint
@@ -212,6 +213,7 @@ def export_model(config: ExportConfig) -> ExportReport:
     proto = _run_exporter(model, config)
     tags = onnx_meta.tags_by_name(proto)
     proto = _simplify(proto, fixed=not config.dynamic)
+    fill_resize_roi(proto)  # exact and free; NNAPI needs it (itm_onnx.mobile)
     try:
         onnx_meta.apply_tags(proto, tags)
     except ValueError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .arm64 import validate_arm64_command
 from .common import ItmGroup
 from .export import export_command
+from .mobile import mobile_check_command, mobile_prepare_command
 from .pipeline import pipeline_command
 from .run import run_command
 from .validate import validate_command
@@ -25,5 +27,6 @@ def main(debug: bool) -> None:
     """
 
 
-for command in (export_command, pipeline_command, run_command, validate_command):
+for command in (export_command, pipeline_command, run_command, validate_command,
+                mobile_check_command, mobile_prepare_command, validate_arm64_command):
     main.add_command(command)

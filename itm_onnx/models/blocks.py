@@ -129,11 +129,13 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         if self.formulation == "native":
             return super().forward(x)
         centered = x - spatial_mean(x)
-        # gamma / std is per channel (N, C, 1, 1): one full-resolution Mul instead of two.
-        scale = 1.0 / torch.sqrt(spatial_mean(centered * centered) + self.eps)
+        std = torch.sqrt(spatial_mean(centered * centered) + self.eps)
         if not self.affine:
-            return centered * scale
-        scale = scale * self.weight.view(1, -1, 1, 1)
+            return centered / std
+        # gamma / std is per channel (N, C, 1, 1): one full-resolution Mul instead of two.
+        # A Div of two tensors, not ``1.0 / std``: the exporter writes that as Reciprocal,
+        # which NNAPI does not have (one op outside NNAPI splits its partition in three).
+        scale = self.weight.view(1, -1, 1, 1) / std
         return centered * scale + self.bias.view(1, -1, 1, 1)
 
 

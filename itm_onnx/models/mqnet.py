@@ -21,8 +21,14 @@ direction it pushes::
 
 so ``H`` stays inside [0, 1] without clipping, reaches 1 at ``t = 1`` and 0 at
 ``t = -1`` from any input, and keeps a gradient everywhere (unlike ``"clamp"``,
-``clamp(I + t, 0, 1)``, also offered). It is made of Relu/Mul/Sub/Add, which every
-mobile runtime supports.
+``clamp(I + t, 0, 1)``, also offered). It is computed as the equal
+
+    H = I - I * |t| + relu(t)
+
+(``t >= 0``: ``I + t - I t``; ``t < 0``: ``I + I t``; same gradients), with
+``|t| = 2 relu(t) - t`` (exact in floating point): 6 full-resolution element-wise ops
+instead of 8, and neither Neg nor Abs, which CoreML lacks (NNAPI has both). Relu, Mul,
+Sub and Add run on NNAPI, both CoreML flavours and every CPU runtime.
 """
 
 from __future__ import annotations
@@ -122,8 +128,9 @@ class MobileNetV2Encoder(nn.Module):
         return conv.out_channels
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        # MobileNetV2 expects inputs in [-1, 1]; the model's interface is [0, 1].
-        x = self.stem(x * 2.0 - 1.0)
+        # MobileNetV2 expects inputs in [-1, 1]; the model's interface is [0, 1]. An Add of
+        # -1 rather than a Sub of 1 (the same number): NNAPI runs quantized Add, not Sub.
+        x = self.stem(x * 2.0 + -1.0)
         wanted = {(t.block, t.point): i for i, t in enumerate(self.taps)}
         features: list[torch.Tensor] = [x] * len(self.taps)
         last = max(t.block for t in self.taps)
@@ -207,7 +214,10 @@ class OutputTransform(nn.Module):
             return torch.sigmoid(image + t)
         if self.kind == "clamp":
             return torch.clamp(image + t, 0.0, 1.0)
-        return image + torch.relu(t) * (1.0 - image) - torch.relu(-t) * image
+        # = image + relu(t) * (1 - image) - relu(-t) * image, in fewer ops (module doc).
+        relu_t = torch.relu(t)
+        magnitude = 2.0 * relu_t - t  # |t|, bit for bit, without Abs or Neg
+        return image - image * magnitude + relu_t
 
 
 class MQNet(nn.Module):
