@@ -6,11 +6,13 @@ import click
 
 from .. import __version__
 from .arm64 import validate_arm64_command
+from .bench import bench_command
 from .common import ItmGroup
 from .evaluate import evaluate_command
 from .export import export_command
 from .mobile import mobile_check_command, mobile_prepare_command
 from .pipeline import pipeline_command
+from .quantize import quantize_command
 from .run import run_command
 from .train import train_command
 from .validate import validate_command
@@ -30,6 +32,6 @@ def main(debug: bool) -> None:
 
 
 for command in (export_command, pipeline_command, train_command, evaluate_command,
-                run_command, validate_command,
+                quantize_command, run_command, validate_command, bench_command,
                 mobile_check_command, mobile_prepare_command, validate_arm64_command):
     main.add_command(command)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..pipeline import PipelineConfig, run_pipeline
+from ..pipeline import PipelineConfig, reports_to_dict, run_pipeline
 from .common import emit, json_option, progress
-from .export import print_export_report
 
 DEFAULTS = PipelineConfig()
 
@@ -25,23 +24,44 @@ DEFAULTS = PipelineConfig()
               help="Fixed input height of the mobile artifact (multiple of 32).")
 @click.option("--width", type=int, default=DEFAULTS.width, show_default=True,
               help="Fixed input width (multiple of 32).")
+@click.option("--runs", type=click.IntRange(1), default=DEFAULTS.bench_runs, show_default=True,
+              help="Timed runs per model in the benchmark (after warm-up).")
+@click.option("--threads", type=click.IntRange(1), default=DEFAULTS.threads, show_default=True,
+              help="Intra-op threads for validation and the benchmark.")
 @json_option
-def pipeline_command(out_dir, model_name, checkpoint, random_init, height, width, as_json):
-    """Run the whole toolkit on one model: export and report.
+def pipeline_command(out_dir, model_name, checkpoint, random_init, height, width, runs, threads,
+                     as_json):
+    """Run the whole toolkit on one model and print the comparison table.
+
+    export (fp32, fixed shape, parity-checked) -> quantize --mixed -> validate (fp32 vs
+    mixed on held-out synthetic images) -> bench against ORT fp32, the naive ORT mixed
+    recipe and full int8, alternating in one process. Artifacts, reports, the validation
+    image and the latency/memory chart go to --out-dir.
 
     \b
     Example:
       itm-onnx pipeline --out-dir out
+      itm-onnx pipeline --height 512 --width 512 --json
     """
     reports = run_pipeline(
         PipelineConfig(out_dir=out_dir, model=model_name, checkpoint=checkpoint,
-                       random_init=random_init, height=height, width=width),
+                       random_init=random_init, height=height, width=width, bench_runs=runs,
+                       threads=threads),
         log=progress,
     )
-    emit(reports, as_json, lambda r: _print(r))
+    emit(reports_to_dict(reports), as_json, lambda _: _print(reports))
 
 
 def _print(reports):
-    from ..export import ExportReport
+    from .bench import print_table
+    from .export import print_export_report
+    from .quantize import print_quantize_report
+    from .validate import print_validate_report
 
-    print_export_report(ExportReport(**reports["export"]))
+    for stage, printer in (("export", print_export_report), ("quantize", print_quantize_report),
+                           ("validate", print_validate_report)):
+        click.echo(f"== {stage}")
+        printer(reports[stage])
+    click.echo("== bench")
+    print_table(reports["bench"].rows)
+    click.echo(f"chart: {reports['bench'].chart}")

@@ -1,0 +1,129 @@
+"""itm-onnx bench on two tiny hand-made models: sane numbers, clean EP messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from itm_onnx import onnx_meta
+from itm_onnx.bench import BenchConfig, ModelSpec, parse_sizes, resolve_ep, run_bench
+from itm_onnx.cli import main
+from itm_onnx.errors import UsageError
+
+
+def _tiny_model(path: Path, channels: int, dynamic: bool = False,
+                session_options: dict | None = None) -> Path:
+    """ldr (1x3xHxW) -> 3x3 conv to ``channels`` -> 1x1 conv back to 3 -> sigmoid."""
+    rng = np.random.default_rng(channels)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.2, (channels, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.2, (3, channels, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["ldr", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["c"]),
+             helper.make_node("Sigmoid", ["c"], ["hdr"])]
+    shape = [1, 3, "h", "w"] if dynamic else [1, 3, 32, 48]
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("ldr", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("hdr", TensorProto.FLOAT, shape)],
+                              initializer=[w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    if session_options:
+        onnx_meta.write_model_metadata(model, {onnx_meta.SESSION_OPTIONS_KEY: session_options})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("bench")
+    return (_tiny_model(folder / "small.onnx", 4),
+            _tiny_model(folder / "wide.onnx", 32,
+                        session_options={"disabled_optimizers": ["NchwcTransformer"]}))
+
+
+def test_two_models_side_by_side(models):
+    rows = run_bench(BenchConfig(models=[ModelSpec("small", models[0]),
+                                         ModelSpec("wide", models[1])], runs=4, warmup=1))
+    assert [r.label for r in rows] == ["small", "wide"]
+    for row in rows:
+        assert row.status == "ok" and row.size == "32x48" and row.ep == "cpu"
+        assert 0 < row.min_ms <= row.median_ms <= row.p90_ms < 5000
+        assert len(row.times_ms) == 4
+        assert row.session_s is not None and row.session_s >= 0
+        assert row.peak_rss_mb is not None and row.peak_rss_mb >= row.baseline_rss_mb > 10
+    assert rows[0].ratio_to_first == 1.0 and rows[1].ratio_to_first > 0
+    assert rows[1].session_options == {"disabled_optimizers": ["NchwcTransformer"]}
+
+
+def test_profile_summarizes_ort_traces(models, tmp_path):
+    rows = run_bench(BenchConfig(models=[ModelSpec("small", models[0])], runs=1, memory=False,
+                                 profile_dir=tmp_path / "prof"))
+    profile = rows[0].profile
+    assert Path(profile["trace"]).is_file() and profile["runs"] == 2
+    ops = [op for op, _ in profile["by_op_type_ms"]]
+    assert "Conv" in ops or "FusedConv" in ops
+    times = [ms for _, ms in profile["top_nodes_ms"]]
+    assert times == sorted(times, reverse=True)
+
+
+def test_cli_json_table_chart_and_fidelity(models, runner, tmp_path):
+    chart = tmp_path / "chart.png"
+    result = runner.invoke(main, ["bench", "--model", str(models[0]), "--model", str(models[1]),
+                                  "--runs", "3", "--warmup", "0", "--no-memory",
+                                  "--fidelity-images", "1", "--chart", str(chart), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [r["label"] for r in data["rows"]] == ["small", "wide"]
+    assert data["rows"][1]["fidelity"]["psnr_10bit_db"] > 0  # a different model: finite PSNR
+    assert data["rows"][0]["peak_rss_mb"] is None
+    with Image.open(chart) as image:
+        assert image.format == "PNG" and image.width > 500
+    human = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "2",
+                                 "--no-memory", "--no-chart"])
+    assert human.exit_code == 0, human.output
+    assert "median ms" in human.output and "small" in human.output
+
+
+def test_unavailable_provider_is_reported_not_raised(models, runner):
+    provider, status = resolve_ep("nnapi")
+    assert provider is None and "not available in this build" in status
+    assert "onnxruntime-android" in status
+    result = runner.invoke(main, ["bench", "--model", str(models[0]), "--ep", "cpu,xnnpack,coreml",
+                                  "--runs", "2", "--no-memory", "--no-chart"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "xnnpack" in result.output and "not available in this build" in result.output
+    assert "macOS" in result.output
+
+
+def test_usage_errors_are_one_line(models, runner, tmp_path):
+    cases = [
+        ["bench", "--model", str(models[0]), "--ep", "warp-drive"],
+        ["bench", "--model", str(tmp_path / "missing.onnx")],
+        ["bench", "--model", str(models[0]), "--size", "big"],
+        ["bench"],
+    ]
+    for args in cases:
+        result = runner.invoke(main, args + ["--no-memory", "--no-chart"])
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_sizes_dynamic_models_and_fixed_mismatch(tmp_path):
+    dynamic = _tiny_model(tmp_path / "dyn.onnx", 4, dynamic=True)
+    fixed = _tiny_model(tmp_path / "fixed.onnx", 4)
+    assert parse_sizes("64x96, 32x48") == [(64, 96), (32, 48)]
+    with pytest.raises(UsageError):
+        run_bench(BenchConfig(models=[ModelSpec("dyn", dynamic)], memory=False))
+    rows = run_bench(BenchConfig(models=[ModelSpec("dyn", dynamic), ModelSpec("fixed", fixed)],
+                                 sizes=[(64, 96), (32, 48)], runs=2, memory=False))
+    by_size = {(r.label, r.size): r for r in rows}
+    assert by_size[("dyn", "64x96")].status == "ok"
+    assert by_size[("fixed", "64x96")].status.startswith("skipped: fixed input 32x48")
+    assert by_size[("fixed", "32x48")].median_ms is not None

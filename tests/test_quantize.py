@@ -1,0 +1,380 @@
+"""itm-onnx quantize: node precisions per scheme, determinism, cache, shapes, error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from itm_onnx import onnx_meta
+from itm_onnx.cli import main
+from itm_onnx.quantize import CalibrationSettings, QuantizeConfig, quantize_model
+from itm_onnx.quantize.api import code_error_summary, codes10
+from itm_onnx.quantize.rewrite import HEAD_REWRITES, REWRITES, apply_rewrites
+
+MIN_IMAGES = 4
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    """Eight small structured 8-bit images plus a README that must be ignored."""
+    folder = tmp_path_factory.mktemp("calib")
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:80, 0:96] / 80.0
+    for i in range(8):
+        base = np.stack([np.sin(xx * rng.uniform(1, 9) + i), np.cos(yy * rng.uniform(1, 9)),
+                         xx * yy], -1) * 0.5 + 0.5
+        noisy = np.clip(base * rng.uniform(0.5, 2.0) + rng.normal(0, 0.03, base.shape), 0, 1)
+        Image.fromarray((noisy * 255).astype(np.uint8)).save(folder / f"img_{i}.png")
+    (folder / "README.md").write_text("not an image\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _quantize(model: Path, out: Path, calib: Path, cache: Path, scheme: str = "mixed",
+              **kwargs):
+    return quantize_model(QuantizeConfig(
+        model=model, output=out, scheme=scheme, calibration=calib, cache_dir=cache,
+        calibration_settings=CalibrationSettings(min_images=MIN_IMAGES), error_images=1,
+        **kwargs))
+
+
+@pytest.fixture(scope="module")
+def mixed(tiny_export, calib_dir, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed") / "mixed.onnx"
+    report = _quantize(tiny_export[0], out, calib_dir, cache_dir)
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def full_int8(tiny_export, calib_dir, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "full.onnx"
+    return out, _quantize(tiny_export[0], out, calib_dir, cache_dir, scheme="full-int8")
+
+
+# --- graph inspection helpers -------------------------------------------------------------
+
+
+def _graph(path: Path):
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    return model, producers, inits
+
+
+def _dq_type(dq, inits, producers) -> int:
+    """Element type a DequantizeLinear reads (its zero point's type)."""
+    if len(dq.input) > 2 and dq.input[2] in inits:
+        return inits[dq.input[2]].data_type
+    return inits[dq.input[0]].data_type if dq.input[0] in inits else -1
+
+
+EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+
+
+def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixed):
+    path, report = mixed
+    model, producers, inits = _graph(path)
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    backbone_compute = 0
+    for node in model.graph.node:
+        if node.op_type in onnx_meta.QDQ_OPS:
+            continue
+        part = onnx_meta.node_part(node)
+        bias_index = 2 if node.op_type == "Conv" else None
+        for k, name in enumerate(node.input):
+            if not name or (name in inits and inits[name].data_type == onnx.TensorProto.FLOAT):
+                continue  # float constants (Resize scales and the like)
+            producer = producers.get(name)
+            if part == onnx_meta.BACKBONE:
+                # every backbone input is dequantized 8-bit data (int32 only for a bias)
+                assert producer is not None and producer.op_type == "DequantizeLinear", (
+                    node.name, name)
+                if k != bias_index:
+                    assert _dq_type(producer, inits, producers) in EIGHT_BIT, (node.name, name)
+        if part == onnx_meta.BACKBONE:
+            backbone_compute += 1
+            for out in node.output:  # and its output is quantized again
+                assert all(c.op_type == "QuantizeLinear" for c in consumers.get(out, [])), node.name
+    assert backbone_compute > 50
+    head_convs = [n for n in model.graph.node
+                  if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
+    assert len(head_convs) == 3
+    for conv in head_convs:
+        weight_dq = producers[conv.input[1]]
+        if weight_dq.op_type == "Mul":  # weights scaled per image (rewrite.fold_instance_norm)
+            weight_dq = next(producers[i] for i in weight_dq.input if i in producers
+                             and producers[i].op_type == "DequantizeLinear")
+        assert weight_dq.op_type == "DequantizeLinear"
+        assert inits[weight_dq.input[0]].data_type == onnx.TensorProto.INT8
+        for out in conv.output:  # float activations out of every head conv
+            assert all(c.op_type != "QuantizeLinear" for c in consumers.get(out, []))
+    for conv in head_convs[1:]:  # and into the later ones
+        assert producers[conv.input[0]].op_type != "DequantizeLinear"
+    final = producers[model.graph.output[0].name]
+    assert final.op_type not in onnx_meta.QDQ_OPS and onnx_meta.node_part(final) == "head"
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
+               for i in final.input)
+    counts = report.counts
+    assert counts["backbone_float_compute_nodes"] == 0
+    assert counts["by_part"]["backbone"] == {"int8": counts["by_part"]["backbone"]["int8"]}
+    assert report.runtime["backbone_float_kernels"] == []
+    assert "com.microsoft.QLinearConv" in report.runtime["kernels_by_part"]["backbone"]
+
+
+def test_full_int8_quantizes_the_head_too(full_int8):
+    path, report = full_int8
+    model, producers, inits = _graph(path)
+    head_convs = [n for n in model.graph.node
+                  if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
+    for conv in head_convs:
+        assert producers[conv.input[0]].op_type == "DequantizeLinear"
+    assert report.counts["by_part"]["head"].get("int8", 0) >= 3
+    assert report.counts["QuantizeLinear"] > 0
+
+
+def test_a16w8_head_gives_the_head_16_bit_activations(tiny_export, calib_dir, cache_dir,
+                                                      tmp_path):
+    report = _quantize(tiny_export[0], tmp_path / "a16.onnx", calib_dir, cache_dir,
+                       scheme="a16w8-head")
+    convs = [n for n in report.nodes if n["part"] == "head" and n["op_type"] == "Conv"]
+    assert convs and all(n["weights"] == "int8" for n in convs)
+    assert any(n["output"] == "uint16" for n in convs)
+    assert report.counts["backbone_float_compute_nodes"] == 0
+
+
+def test_report_file_lists_every_node_and_worst_tensors_first(mixed):
+    path, report = mixed
+    saved = json.loads(path.with_suffix(".quant.json").read_text())
+    assert saved["sha256"] == report.sha256
+    names = {n["name"] for n in saved["nodes"]}
+    model = onnx.load(str(path))
+    assert names == {n.name for n in model.graph.node if n.op_type not in onnx_meta.QDQ_OPS}
+    sqnr = [e["xmodel_sqnr"] for e in saved["tensor_errors"] if e["xmodel_sqnr"] is not None]
+    assert sqnr and sqnr == sorted(sqnr)
+    assert saved["calibration"]["images"]["ignored_non_images"] == ["README.md"]
+    meta = onnx_meta.read_model_metadata(model)
+    assert json.loads(meta["quantization"])["scheme"] == "mixed"
+    assert onnx_meta.read_session_options(model) == report.session_options
+
+
+def test_same_inputs_give_byte_identical_models_and_calibration_is_cached(
+        tiny_export, mixed, calib_dir, cache_dir, tmp_path):
+    path, first = mixed
+    again = _quantize(tiny_export[0], tmp_path / "again.onnx", calib_dir, cache_dir)
+    assert again.calibration["cached"] is True
+    fresh = _quantize(tiny_export[0], tmp_path / "fresh.onnx", calib_dir, tmp_path / "cache2")
+    assert fresh.calibration["cached"] is False
+    assert (tmp_path / "again.onnx").read_bytes() == path.read_bytes()
+    assert (tmp_path / "fresh.onnx").read_bytes() == path.read_bytes()
+    other = _quantize(tiny_export[0], tmp_path / "entropy.onnx", calib_dir, cache_dir,
+                      scheme="full-int8")
+    assert other.calibration["cached"] is True  # another scheme reuses the same ranges
+
+
+def test_rewrites_are_exact_in_float(tiny_export):
+    model = onnx.load(str(tiny_export[0]))
+    rewritten = onnx.load(str(tiny_export[0]))
+    log = apply_rewrites(rewritten, tuple(REWRITES))
+    assert log.applied.get("conv_before_upsample") and log.applied.get("fold_input_affine")
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    a = ort.InferenceSession(model.SerializeToString()).run(None, {"ldr": x})[0]
+    b = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"ldr": x})[0]
+    assert np.abs(a - b).max() < 1e-5
+
+
+def _dynamic_copy(fixed: Path, out: Path) -> Path:
+    """The 64x64 export with symbolic height/width: the same graph as an ``--dynamic``
+    export once onnxsim has folded the shapes (Resize by scales, no Reshape to fixed
+    sizes), made in milliseconds instead of a second dynamo export."""
+    model = onnx.load(str(fixed))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    del model.graph.value_info[:]
+    onnx.save(model, str(out))
+    return out
+
+
+def _trained_like_norms(path: Path) -> onnx.ModelProto:
+    """The tiny export with InstanceNorm gammas of both signs and a beta Add, as a
+    trained model has (random init exports gamma = 1 and no beta)."""
+    model = onnx.load(str(path))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    rng = np.random.default_rng(7)
+    for relu in [n for n in model.graph.node if n.op_type == "Relu"]:
+        mul = producers.get(relu.input[0])
+        if mul is None or mul.op_type != "Mul":
+            continue
+        div = next((producers[i] for i in mul.input if i in producers
+                    and producers[i].op_type == "Div"), None)
+        if div is None or div.input[0] not in inits:
+            continue
+        gamma = onnx.numpy_helper.to_array(inits[div.input[0]])
+        signs = np.where(np.arange(gamma.size) % 3 == 0, -1.0, 1.0).reshape(gamma.shape)
+        new = (signs * rng.uniform(0.5, 2.0, gamma.shape)).astype(np.float32)
+        inits[div.input[0]].CopyFrom(onnx.numpy_helper.from_array(new, div.input[0]))
+        beta = onnx.numpy_helper.from_array(
+            rng.normal(0, 0.5, gamma.shape).astype(np.float32), relu.name + "_beta")
+        model.graph.initializer.append(beta)
+        shifted = relu.input[0] + "_plus_beta"
+        add = onnx.helper.make_node("Add", [relu.input[0], beta.name], [shifted],
+                                    relu.name + "_add_beta")
+        add.metadata_props.add(key=onnx_meta.PART_KEY, value=onnx_meta.HEAD)
+        model.graph.node.insert(list(model.graph.node).index(relu), add)
+        relu.input[0] = shifted
+    return model
+
+
+def test_instance_norm_fold_is_exact_with_negative_gammas_and_beta(tiny_export):
+    model = _trained_like_norms(tiny_export[0])
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    log = apply_rewrites(folded, tuple(HEAD_REWRITES))
+    assert len(log.applied["fold_instance_norm"]) == 2
+    onnx.checker.check_model(folded, full_check=True)
+    ops = [n.op_type for n in folded.graph.node]
+    assert ops.count("Max") == 2 and "Relu" in ops  # the tanh's relu(t) stays
+    x = np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32)
+    a = ort.InferenceSession(model.SerializeToString()).run(None, {"ldr": x})[0]
+    b = ort.InferenceSession(folded.SerializeToString()).run(None, {"ldr": x})[0]
+    assert np.abs(a - b).max() < 1e-5
+    shared = {o for n in model.graph.node for o in n.output} & {
+        o for n in folded.graph.node for o in n.output}
+    assert not any(name.endswith("_sign_folded") for name in shared)
+
+
+def test_dynamic_model_is_calibrated_at_the_default_size_and_runs_at_any(
+        tiny_export, calib_dir, cache_dir, tmp_path):
+    fp32 = _dynamic_copy(tiny_export[0], tmp_path / "dyn.onnx")
+    report = _quantize(fp32, tmp_path / "dyn-mixed.onnx", calib_dir, cache_dir,
+                       dynamic_size=(64, 96))
+    assert report.input_shape == [1, 3, 64, 96]
+    assert report.counts["backbone_float_compute_nodes"] == 0
+    session = ort.InferenceSession(str(tmp_path / "dyn-mixed.onnx"))
+    for shape in ((1, 3, 64, 64), (1, 3, 96, 128)):
+        out = session.run(None, {"ldr": np.full(shape, 0.5, np.float32)})[0]
+        assert out.shape == shape and np.isfinite(out).all()
+
+
+def test_mixed_output_stays_close_to_fp32(tiny_export, mixed, full_int8):
+    """Random weights: the figures are loose (a trained model is measured by `bench`),
+    but the mixed model must not be worse than the full int8 one."""
+    from itm_onnx.bench.fidelity import heldout_images
+
+    fp32 = ort.InferenceSession(str(tiny_export[0]))
+    sessions = {name: ort.InferenceSession(str(p[0]), disabled_optimizers=list(
+        p[1].session_options.get("disabled_optimizers", [])))
+        for name, p in (("mixed", mixed), ("full", full_int8))}
+    figures = {}
+    for name, session in sessions.items():
+        diffs = []
+        for x in heldout_images(64, 64, 3, seed=5):
+            ref = codes10(fp32.run(None, {"ldr": x})[0])
+            diffs.append(np.abs(codes10(session.run(None, {"ldr": x})[0]) - ref).ravel())
+        figures[name] = code_error_summary(np.concatenate(diffs))
+    assert figures["mixed"]["psnr_10bit_db"] > 30
+    assert figures["mixed"]["psnr_10bit_db"] >= figures["full"]["psnr_10bit_db"]
+
+
+def test_already_quantized_model_is_copied_through(mixed, calib_dir, runner, tmp_path):
+    out = tmp_path / "again.onnx"
+    result = runner.invoke(main, ["quantize", "--model", str(mixed[0]), "--output", str(out),
+                                  "--calibration", str(calib_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["already_quantized"] is True
+    assert out.read_bytes() == mixed[0].read_bytes()
+
+
+# --- error paths through the CLI -----------------------------------------------------------
+
+
+def _cli(runner, model, out, *extra):
+    return runner.invoke(main, ["quantize", "--mixed", "--model", str(model), "--output",
+                                str(out), "--min-images", str(MIN_IMAGES), *extra])
+
+
+def _one_line_error(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_missing_calibration_folder(runner, tiny_export, tmp_path):
+    out = _one_line_error(_cli(runner, tiny_export[0], tmp_path / "q.onnx", "--calibration",
+                               str(tmp_path / "nope")), 2)
+    assert "does not exist" in out
+
+
+def test_empty_calibration_folder(runner, tiny_export, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = _one_line_error(_cli(runner, tiny_export[0], tmp_path / "q.onnx", "--calibration",
+                               str(tmp_path / "empty")), 2)
+    assert "0 usable image(s)" in out
+
+
+def test_non_images_are_named(runner, tiny_export, tmp_path):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.png").write_text("this is not a png")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    (folder / "notes.txt").write_text("text")
+    out = _one_line_error(_cli(runner, tiny_export[0], tmp_path / "q.onnx", "--calibration",
+                               str(folder)), 2)
+    assert "a.png" in out and "b.jpg" in out and "non-image" in out
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_untagged_model_needs_head_nodes(runner, tiny_export, calib_dir, tmp_path):
+    model = onnx.load(str(tiny_export[0]))
+    head = onnx_meta.nodes_in_part(model, onnx_meta.HEAD)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    untagged = tmp_path / "untagged.onnx"
+    onnx.save(model, str(untagged))
+    out = _one_line_error(_cli(runner, untagged, tmp_path / "q.onnx", "--calibration",
+                               str(calib_dir)), 1)
+    assert "no backbone/head tag" in out and "--head-nodes" in out
+    first_head = head[0]
+    result = _cli(runner, untagged, tmp_path / "q.onnx", "--calibration", str(calib_dir),
+                  "--head-nodes", first_head, "--cache-dir", str(tmp_path / "c"), "--json",
+                  "--error-images", "0")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["counts"]["backbone_float_compute_nodes"] == 0
+    wrong = _cli(runner, untagged, tmp_path / "q.onnx", "--calibration", str(calib_dir),
+                 "--head-nodes", "no_such_node")
+    assert "no_such_node" in _one_line_error(wrong, 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["--calibrate-method", "median"],
+    ["--dynamic-size", "big"],
+    ["--min-images", "0"],
+    ["--min-images", "70", "--max-images", "64"],
+    ["--rewrites", "warp_drive"],
+])
+def test_bad_flags_are_usage_errors(runner, tiny_export, tmp_path, args):
+    _one_line_error(_cli(runner, tiny_export[0], tmp_path / "q.onnx", *args), 2)
+
+
+def test_missing_model_and_output_folder(runner, tiny_export, tmp_path):
+    _one_line_error(_cli(runner, tmp_path / "none.onnx", tmp_path / "q.onnx"), 2)
+    _one_line_error(_cli(runner, tiny_export[0], tmp_path / "no" / "q.onnx"), 2)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    _one_line_error(_cli(runner, bad, tmp_path / "q.onnx"), 1)
