@@ -53,6 +53,7 @@ from onnx import helper, numpy_helper
 from . import onnx_meta
 from .errors import ItmOnnxError, UsageError
 from .utils.atomic import atomic_output
+from .utils.graph import drop_unused_initializers
 
 # The EPs ORT's checker knows, with the function that estimates their partitions.
 CHECKER_EPS = ("NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram")
@@ -811,7 +812,7 @@ def fold_weight_dequantize(model: onnx.ModelProto) -> list[str]:
         model.graph.initializer.append(numpy_helper.from_array(weight, node.output[0]))
         model.graph.node.remove(node)
         changed.append(node.name)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return changed
 
 
@@ -847,7 +848,7 @@ def global_pool_as_average_pool(model: onnx.ModelProto) -> list[str]:
         del node.attribute[:]
         node.attribute.append(helper.make_attribute("kernel_shape", shape[2:]))
         changed.append(target)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return changed
 
 
@@ -897,15 +898,8 @@ def float_gates(model: onnx.ModelProto) -> list[str]:
         for removed in quantizers + readers:
             model.graph.node.remove(removed)
         changed.append(target)
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return changed
-
-
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
 
 
 NNAPI_PASSES: dict[str, Callable[[onnx.ModelProto], list[str]]] = {

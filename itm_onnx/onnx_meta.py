@@ -138,7 +138,7 @@ def read_model_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Model property (under PREFIX) holding the ONNX Runtime settings an artifact needs.
-SESSION_OPTIONS_KEY = "session_options"  # same key as itm_onnx.runner reads
+SESSION_OPTIONS_KEY = "session_options"  # JSON of ORT settings the artifact needs (runner, bench)
 
 
 def tag_inserted_nodes(model: onnx.ModelProto) -> int:

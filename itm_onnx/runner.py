@@ -50,12 +50,11 @@ from .data.encoding import ENCODINGS
 from .data.hdr_io import write_hdr
 from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr, save_png16
 from .errors import ItmOnnxError, UsageError
-from .onnx_meta import PREFIX, read_model_metadata
+from .onnx_meta import PREFIX, SESSION_OPTIONS_KEY, read_model_metadata
 
 DEFAULT_MULTIPLE = 32  # MQNet downsamples 32x; used when a model carries no metadata
 DEFAULT_OUTPUT_BITS = 10
 TILE_OVERLAP_FRACTION = 0.25  # fixed-shape tiles overlap by at least this share of a side
-SESSION_OPTIONS_KEY = "session_options"  # itm_onnx.session_options: JSON, see below
 PROVIDER_SUFFIX = "ExecutionProvider"
 
 # Output formats of `itm-onnx run`: name -> file suffix.

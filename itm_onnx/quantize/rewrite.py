@@ -32,6 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .. import onnx_meta
+from ..utils.graph import drop_unused_initializers
 
 
 @dataclass
@@ -274,10 +275,7 @@ def _with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [t for t in model.graph.initializer if t.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
+    drop_unused_initializers(model)
     produced = {o for n in model.graph.node for o in n.output}
     vis = [v for v in model.graph.value_info if v.name in produced]
     del model.graph.value_info[:]
