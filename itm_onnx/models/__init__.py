@@ -1,8 +1,10 @@
 """Model definitions and the registry (``create_model``)."""
 
 from .gated import GatedUNet, GatedUNetConfig
-from .mqnet import MQNet, MQNetConfig, build_mqnet
-from .registry import create_model, get_entry, list_models, register_model
+from .mqnet import MQNet, MQNetConfig
+from .registry import create_model, get_entry, list_models, qat_aware, register_model
+
+build_mqnet = qat_aware(MQNet)
 
 register_model("mqnet", MQNetConfig, build_mqnet,
                "MQNet as released: MobileNetV2-0.35 U-Net, channel attention (r=2)")

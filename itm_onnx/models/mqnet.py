@@ -238,12 +238,3 @@ class MQNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.output(image, self.head(self.backbone(image)))
 
-
-def build_mqnet(config: MQNetConfig) -> nn.Module:
-    """Registry builder: the float MQNet, or its QAT structure when ``config.qat`` is set."""
-    model = MQNet(config)
-    if config.qat:
-        from ..train.qat import prepare_qat  # deferred: the training package imports models
-
-        model = prepare_qat(model)
-    return model

@@ -44,6 +44,23 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
+def qat_aware(model_cls: type[nn.Module]) -> Callable[[Any], nn.Module]:
+    """A builder: ``model_cls(config)``, turned into its QAT structure when ``config.qat``.
+
+    So a QAT checkpoint (whose stored config says ``qat``) rebuilds the fake-quant model.
+    """
+
+    def build(config: Any) -> nn.Module:
+        model = model_cls(config)
+        if getattr(config, "qat", False):
+            from ..train.qat import prepare_qat  # deferred: the training package imports models
+
+            model = prepare_qat(model)
+        return model
+
+    return build
+
+
 def register_model(name: str, config_cls: type, builder: Callable[[Any], nn.Module],
                    description: str = "", **defaults: Any) -> None:
     """Register variant ``name``: ``builder(config_cls(**defaults, **overrides))``."""
