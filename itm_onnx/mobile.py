@@ -53,7 +53,7 @@ from onnx import helper, numpy_helper
 from . import onnx_meta
 from .errors import ItmOnnxError, UsageError
 from .utils.atomic import atomic_output
-from .utils.graph import drop_unused_initializers
+from .utils.graph import constant_value, drop_unused_initializers, index_nodes
 
 # The EPs ORT's checker knows, with the function that estimates their partitions.
 CHECKER_EPS = ("NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram")
@@ -295,19 +295,10 @@ class _GraphIndex:
         self.inits = {t.name: t for t in graph.initializer}
         self.values = {v.name: v for v in [*graph.input, *graph.output, *graph.value_info]}
         self.outputs = {o.name for o in graph.output}
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        self.producer, self.consumers = index_nodes(graph)
 
     def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
+        return constant_value(name, self.inits, self.producer)
 
     def dtype(self, name: str) -> int | None:
         if name in self.inits:

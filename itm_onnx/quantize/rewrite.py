@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .. import onnx_meta
-from ..utils.graph import drop_unused_initializers
+from ..utils.graph import constant_value, drop_unused_initializers, index_nodes
 
 
 @dataclass
@@ -57,19 +57,10 @@ class _Graph:
         self.refresh()
 
     def refresh(self) -> None:
-        self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in self.graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
+        self.producer, self.consumers = index_nodes(self.graph)
 
     def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
+        return constant_value(name, self.inits, self.producer)
 
     def unique(self, base: str) -> str:
         name, i = base, 1
