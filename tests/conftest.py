@@ -16,6 +16,12 @@ from itm_onnx.models import create_model
 TINY = 64  # smallest side that keeps MQNet's 1/32 bottleneck at 2x2
 
 
+def tiny_export_args(output: Path, *extra: str) -> list[str]:
+    """CLI arguments of a TINY x TINY random-init export to ``output``."""
+    return ["export", "--random-init", "--height", str(TINY), "--width", str(TINY),
+            "--output", str(output), *extra]
+
+
 @pytest.fixture(scope="session")
 def runner() -> CliRunner:
     return CliRunner()
@@ -33,19 +39,6 @@ def random_checkpoint(tmp_path_factory) -> Path:
 def tiny_export(tmp_path_factory, runner) -> tuple[Path, dict]:
     """(artifact path, --json report) of a 64x64 random-init fp32 export."""
     out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    result = runner.invoke(
-        main,
-        [
-            "export",
-            "--random-init",
-            "--height",
-            str(TINY),
-            "--width",
-            str(TINY),
-            "--output",
-            str(out),
-            "--json",
-        ],
-    )
+    result = runner.invoke(main, tiny_export_args(out, "--json"))
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)

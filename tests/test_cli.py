@@ -4,7 +4,7 @@ import pytest
 
 from itm_onnx.cli import main
 
-from .conftest import TINY
+from .conftest import TINY, tiny_export_args
 
 
 def assert_one_line_error(result, code, fragment):
@@ -72,21 +72,7 @@ def test_unusable_output_folder(runner, tmp_path, parent):
 
 def test_failed_parity_writes_nothing(runner, tmp_path):
     out = tmp_path / "m.onnx"
-    result = runner.invoke(
-        main,
-        [
-            "export",
-            "--random-init",
-            "--height",
-            str(TINY),
-            "--width",
-            str(TINY),
-            "--tolerance",
-            "1e-12",
-            "--output",
-            str(out),
-        ],
-    )
+    result = runner.invoke(main, tiny_export_args(out, "--tolerance", "1e-12"))
     assert_one_line_error(result, 1, "parity check failed")
     assert list(tmp_path.iterdir()) == []
 
