@@ -22,6 +22,15 @@ def tiny_export_args(output: Path, *extra: str) -> list[str]:
             "--output", str(output), *extra]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine, two threads spin-wait for each other."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def runner() -> CliRunner:
     return CliRunner()

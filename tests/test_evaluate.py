@@ -22,13 +22,7 @@ from itm_onnx.onnx_meta import write_model_metadata
 rng = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine, two threads spin-wait for each other."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_psnr_of_identical_images_is_infinite_and_known_values_hold():
