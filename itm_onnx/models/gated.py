@@ -26,6 +26,9 @@ class GatedUNetConfig:
     negative_slope: float = 0.2
     # How the [0, 1] output encodes HDR radiance; a key of itm_onnx.data.encoding.ENCODINGS.
     output_encoding: str = "mulaw"
+    # Quantization-aware structure (itm_onnx.train.qat), as the paper trains it: fake-quant
+    # in the backbone, float head and output. Set by `itm-onnx train --qat`.
+    qat: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 1:

@@ -586,7 +586,11 @@ class Trainer:
 
     def _train_step(self, ldr: torch.Tensor, target: torch.Tensor) -> float:
         if self.config.qat:
-            qat_lib.set_observers(self.model, self.step < self.config.qat_observer_steps)
+            observing = self.step < self.config.qat_observer_steps
+            qat_lib.set_observers(self.model, observing)
+            if not observing and not qat_lib.has_bias_grids(self._bare_model()):
+                # Ranges are final: from now on biases train on their int32 grids too.
+                qat_lib.assign_bias_grids(self._bare_model(), self.config.seed)
         pred = self.model(self._to_device(ldr))
         loss, _ = self.loss_fn(pred, target.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
