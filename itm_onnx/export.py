@@ -35,8 +35,8 @@ from .models import create_model
 from .models.blocks import set_instancenorm_formulation
 from .paths import default_checkpoint
 from .train.qat import assign_bias_grids, has_bias_grids
-from .utils.qdq import fold_constant_quantizers, int32_conv_biases
 from .utils.atomic import atomic_output
+from .utils.qdq import fold_constant_quantizers, int32_conv_biases
 
 INPUT_NAME, OUTPUT_NAME = "ldr", "hdr"
 

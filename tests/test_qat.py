@@ -136,7 +136,8 @@ def test_ort_runs_the_qat_backbone_with_int8_kernels(exported, tmp_path):
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    optimized = onnx.load(str(tmp_path / "optimized.onnx"))
+    ops = collections.Counter(n.op_type for n in optimized.graph.node)
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     head = [n for n in convs if onnx_meta.node_part(n) == onnx_meta.HEAD]
     assert ops["QLinearConv"] == len(convs) - len(head)
