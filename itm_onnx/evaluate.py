@@ -38,7 +38,7 @@ from .utils.atomic import atomic_output
 TARGET_ENCODING = "mulaw"  # the dataset's targets; decoded to radiance / max exactly
 DATA_SOURCES = ("synthetic", "hdr-folder", "paired")
 SYNTHETIC_SPLITS = ("test", "val")  # never "train": those scenes were seen in training
-FIGURES = ("psnr_linear", "psnr_mulaw", "ssim_mulaw")
+FIGURES = ("psnr_linear", "psnr_mulaw", "ssim_mulaw", "chroma_error")
 
 
 @dataclass

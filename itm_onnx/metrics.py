@@ -12,6 +12,9 @@ papers (HDR-VDP, the paper's metric, is MATLAB and not available here):
   its own maximum; this weighs shadows and highlights more like a viewer does.
 * ``ssim_mulaw``: SSIM (Wang et al. 2004, 11x11 Gaussian window, sigma 1.5, the usual
   K1 = 0.01, K2 = 0.03, data range 1) of the same mu-law images, averaged over RGB.
+* ``chroma_error``: mean CIELAB chroma difference, sqrt(da*^2 + db*^2) (D65), between the
+  same mu-law images read as sRGB display values: the colour shift a viewer sees, with
+  lightness left out (lightness errors are what the PSNRs already measure).
 """
 
 from __future__ import annotations
@@ -101,12 +104,37 @@ def ssim_mulaw(prediction: np.ndarray, target: np.ndarray, mu: float = MU) -> fl
     return ssim(mulaw(prediction, mu), mulaw(target, mu))
 
 
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805],  # IEC 61966-2-1, D65 white
+                         [0.2126, 0.7152, 0.0722],
+                         [0.0193, 0.1192, 0.9505]])
+_D65_WHITE = _SRGB_TO_XYZ.sum(axis=1)
+
+
+def srgb_to_lab(image: np.ndarray) -> np.ndarray:
+    """CIE L*a*b* (D65) of an HxWx3 sRGB-encoded image in [0, 1]."""
+    encoded = np.clip(np.asarray(image, np.float64), 0.0, 1.0)
+    linear = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _D65_WHITE
+    delta = 6.0 / 29.0
+    f = np.where(xyz > delta ** 3, np.cbrt(xyz), xyz / (3 * delta ** 2) + 4.0 / 29.0)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]),
+                     200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def chroma_error(prediction: np.ndarray, target: np.ndarray, mu: float = MU) -> float:
+    """Mean CIELAB chroma difference of the mu-law tone-mapped images (see module doc)."""
+    ab_pred = srgb_to_lab(mulaw(prediction, mu))[..., 1:]
+    ab_target = srgb_to_lab(mulaw(target, mu))[..., 1:]
+    return float(np.mean(np.sqrt(((ab_pred - ab_target) ** 2).sum(axis=-1))))
+
+
 def hdr_figures(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """All per-image figures for one linear HDR prediction."""
     return {
         "psnr_linear": psnr_linear(prediction, target),
         "psnr_mulaw": psnr_mulaw(prediction, target),
         "ssim_mulaw": ssim_mulaw(prediction, target),
+        "chroma_error": chroma_error(prediction, target),
     }
 
 

@@ -59,6 +59,18 @@ def test_ssim_is_one_for_identical_images_and_drops_with_noise():
         metrics.ssim(image[:8, :8], image[:8, :8])
 
 
+def test_chroma_error_sees_colour_shifts_but_not_grey_changes():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.01, 1.0, (16, 16, 3))
+    assert metrics.chroma_error(target, target) == 0.0
+    grey = np.repeat(target[..., :1], 3, axis=-1)
+    assert metrics.chroma_error(grey * 0.5, grey) < 1e-6  # lightness only: no chroma
+    tinted = target * np.array([1.3, 1.0, 0.8])
+    assert metrics.chroma_error(tinted, target) > 2.0
+    white = metrics.srgb_to_lab(np.ones((1, 1, 3)))[0, 0]
+    assert white == pytest.approx([100.0, 0.0, 0.0], abs=0.05)
+
+
 def test_baselines_expand_ldr_to_finite_radiance():
     ldr = rng.random((16, 16, 3))
     for baseline in metrics.BASELINES.values():

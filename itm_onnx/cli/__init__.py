@@ -8,6 +8,7 @@ from .. import __version__
 from .arm64 import validate_arm64_command
 from .bench import bench_command
 from .common import ItmGroup
+from .compare import compare_command
 from .evaluate import evaluate_command
 from .export import export_command
 from .mobile import mobile_check_command, mobile_prepare_command
@@ -33,5 +34,6 @@ def main(debug: bool) -> None:
 
 for command in (export_command, pipeline_command, train_command, evaluate_command,
                 quantize_command, run_command, validate_command, bench_command,
-                mobile_check_command, mobile_prepare_command, validate_arm64_command):
+                mobile_check_command, mobile_prepare_command, validate_arm64_command,
+                compare_command):
     main.add_command(command)

@@ -16,10 +16,11 @@ def print_report(report: EvalReport) -> None:
     source = report.model.get("checkpoint") or report.model.get("path")
     click.echo(f"{source} ({report.model['kind']}, output {report.model['output_encoding']})")
     click.echo(f"  data: {report.data}")
-    click.echo(f"  {'':<10} {'PSNR-mu dB':>11} {'PSNR-lin dB':>12} {'SSIM-mu':>8}")
+    click.echo(f"  {'':<10} {'PSNR-mu dB':>11} {'PSNR-lin dB':>12} {'SSIM-mu':>8} "
+               f"{'chroma dC*ab':>13}")
     for name, fig in report.figures.items():
         click.echo(f"  {name:<10} {fig['psnr_mulaw']:>11.2f} {fig['psnr_linear']:>12.2f} "
-                   f"{fig['ssim_mulaw']:>8.4f}")
+                   f"{fig['ssim_mulaw']:>8.4f} {fig['chroma_error']:>13.3f}")
     gains = report.gains_db
     click.echo(f"  model - identity: {gains['psnr_mulaw_vs_identity']:+.2f} dB mu-law; "
                f"model - akyuz: {gains['psnr_mulaw_vs_akyuz']:+.2f} dB mu-law")
@@ -61,7 +62,8 @@ def evaluate_command(model, checkpoint, data, hdr_dir, ldr_dir, split, images, s
     """Score a model on held-out HDR data against the identity and Akyuz baselines.
 
     Figures (means over images): PSNR of the mu-law (mu=5000) tone-mapped HDR, PSNR of
-    the linear HDR after a least-squares scale, and SSIM of the mu-law images. Baselines:
+    the linear HDR after a least-squares scale, SSIM of the mu-law images, and their mean
+    CIELAB chroma difference (colour shift, lower is better). Baselines:
     the LDR input linearised by gamma 2.2 (identity), and Akyuz et al. 2007's expansion.
     The same numbers come out for a checkpoint, its fp32 export and its quantized model.
 
