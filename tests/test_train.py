@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -145,3 +146,73 @@ def test_cli_qat_needs_init(tmp_path):
     result = run_cli("--qat", "--out-dir", str(tmp_path / "run"))
     assert result.exit_code == 2
     assert "--init" in result.output
+
+
+# --- --loss qatie, --data enhance -----------------------------------------------------------------
+
+TINY_CLI = ("--crop", "32", "--val-size", "32", "--batch-size", "2", "--steps", "2",
+            "--val-every", "2", "--val-images", "2", "--checkpoint-every", "100",
+            "--threads", "1", "--schedule", "constant", "--lr", "3e-3")
+
+
+def enhance_folders(root: Path, count: int = 4, stems: str = "") -> tuple[Path, Path]:
+    """``count`` 48x48 phone/DSLR pairs (PNG inputs, JPEG targets); ``stems`` prefixes targets."""
+    from PIL import Image
+
+    inputs, targets = root / "phone", root / "dslr"
+    inputs.mkdir(parents=True)
+    targets.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = rng.integers(0, 200, (48, 48, 3), dtype=np.uint8)
+        Image.fromarray(image).save(inputs / f"{i}.png")
+        Image.fromarray(image + 40).save(targets / f"{stems}{i}.jpg", quality=95)
+    return inputs, targets
+
+
+def test_cli_trains_with_the_qatie_loss(tmp_path):
+    result = run_cli("--loss", "qatie", "--out-dir", str(tmp_path / "run"), *TINY_CLI)
+    assert result.exit_code == 0, result.output
+    assert "QATIE" in result.output  # the start line names the loss
+    info = load_checkpoint(tmp_path / "run" / "last.safetensors").info
+    assert info["loss_name"] == "qatie" and info["loss"].startswith("QATIE")
+    assert info["steps"] == 2
+
+
+def test_cli_trains_on_enhancement_pairs(tmp_path):
+    inputs, targets = enhance_folders(tmp_path)
+    out = tmp_path / "run"
+    result = run_cli("--data", "enhance", "--input-dir", str(inputs), "--target-dir",
+                     str(targets), "--loss", "qatie", "--out-dir", str(out), *TINY_CLI)
+    assert result.exit_code == 0, result.output
+    info = load_checkpoint(out / "last.safetensors").info
+    assert info["encoding"] == "display" and info["loss_name"] == "qatie"
+    assert "enhancement pairs" in info["data"] and "1 held-out" in info["data"]
+    assert info["steps"] == 2 and 0 < info["figures"]["val"]["psnr"] < 100
+    model = load_checkpoint(out / "last.safetensors")
+    assert model.config["output_encoding"] == "display"
+
+
+def test_cli_enhance_without_matching_stems_fails_in_one_line(tmp_path):
+    inputs, targets = enhance_folders(tmp_path, count=2, stems="dslr_")
+    result = run_cli("--data", "enhance", "--input-dir", str(inputs), "--target-dir",
+                     str(targets), "--out-dir", str(tmp_path / "run"), *TINY_CLI)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if "Error" in line]
+    assert len(errors) == 1 and "no input/target pairs with matching file stems" in errors[0]
+    assert "Traceback" not in result.output
+
+
+def test_cli_refuses_mixing_display_and_hdr_targets(tmp_path):
+    inputs, targets = enhance_folders(tmp_path, count=1)
+    result = run_cli("--data", "enhance", "--input-dir", str(inputs), "--target-dir",
+                     str(targets), "--encoding", "mulaw", "--out-dir", str(tmp_path / "a"))
+    assert result.exit_code == 2 and "drop --encoding" in result.output
+    result = run_cli("--encoding", "display", "--out-dir", str(tmp_path / "b"))
+    assert result.exit_code == 2 and "--data enhance" in result.output
+    result = run_cli("--data", "enhance", "--input-dir", str(inputs),
+                     "--out-dir", str(tmp_path / "c"))
+    assert result.exit_code == 2 and "--target-dir" in result.output
+    result = run_cli("--loss", "qatie", "--log-mse-weight", "0.1",
+                     "--out-dir", str(tmp_path / "d"))
+    assert result.exit_code == 2 and "--loss itm" in result.output

@@ -11,6 +11,7 @@ import click
 from ..data.encoding import ENCODINGS
 from ..errors import UsageError
 from ..models import list_models
+from ..train.losses import LOSSES
 from ..train.trainer import (
     DATA_SOURCES,
     SCHEDULES,
@@ -56,13 +57,25 @@ def print_result(result: TrainResult) -> None:
 @click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="Override a model config field (repeatable), e.g. output_transform=sigmoid.")
 @click.option("--data", type=click.Choice(DATA_SOURCES), default=DEFAULTS.data,
-              show_default=True, help="Procedural scenes, a folder of HDR files, or LDR/HDR pairs.")
+              show_default=True,
+              help="Procedural scenes, a folder of HDR files, LDR/HDR pairs, or LDR/LDR "
+                   "enhancement pairs (--input-dir, --target-dir; e.g. DPED).")
 @click.option("--hdr-dir", type=click.Path(path_type=Path), default=None,
               help="Folder of .hdr/.exr files (--data hdr-folder or paired).")
 @click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
               help="Folder of LDR photos matched to --hdr-dir by file stem (--data paired).")
-@click.option("--encoding", type=click.Choice(sorted(ENCODINGS)), default=DEFAULTS.encoding,
-              show_default=True, help="How the [0, 1] target encodes HDR radiance.")
+@click.option("--input-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of input photos, e.g. DPED's phone photos (--data enhance).")
+@click.option("--target-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of target photos matched to --input-dir by file stem, e.g. DPED's "
+                   "DSLR photos (--data enhance).")
+@click.option("--encoding", type=click.Choice(sorted(ENCODINGS)), default=None,
+              help="How the [0, 1] output encodes the target [default: mulaw (HDR radiance); "
+                   "with --data enhance display, the image itself, and no other].")
+@click.option("--loss", "loss", type=click.Choice(list(LOSSES)), default=DEFAULTS.loss,
+              show_default=True,
+              help="itm: MQNet's L1 + L2 + 0.1 (1 - cosine); qatie: the QATIE paper's "
+                   "2 PSNR(luma) + 100 (1 - SSIM) + outlier-aware L1.")
 @click.option("--crop", type=int, default=DEFAULTS.crop, show_default=True,
               help="Training crop side (multiple of 32).")
 @click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True,
@@ -95,10 +108,12 @@ def print_result(result: TrainResult) -> None:
 @click.option("--channels-last/--no-channels-last", default=DEFAULTS.channels_last,
               show_default=True, help="NHWC memory format (faster on CPU).")
 @click.option("--vgg-weights", type=click.Path(path_type=Path), default=None,
-              help="Local torchvision VGG16 state dict: adds the paper's 0.05 x VGG term.")
+              help="Local torchvision VGG16 state dict: adds the paper's 0.05 x VGG term "
+                   "(--loss itm).")
 @click.option("--log-mse-weight", type=float, default=DEFAULTS.log_mse_weight,
               show_default=True,
-              help="Add this x mean per-image log10(MSE) (a PSNR loss; not in the paper).")
+              help="Add this x mean per-image log10(MSE) (a PSNR loss; not in the paper; "
+                   "--loss itm).")
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None,
               help="Start from this itm-onnx checkpoint (the float model, with --qat).")
 @click.option("--qat", is_flag=True,
@@ -110,12 +125,12 @@ def print_result(result: TrainResult) -> None:
               show_default=True,
               help="Final model: best validation mu-law PSNR, or the last checkpoint.")
 @json_option
-def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr_dir, encoding,
-                  crop, batch_size, steps, lr, schedule, warmup_steps, val_every, val_images,
-                  val_size, checkpoint_every, seed, workers, threads, device, channels_last,
-                  vgg_weights, log_mse_weight, init, qat, qat_observer_steps, resume, select,
-                  as_json):
-    """Train a model on synthetic scenes or your HDR data; seeded and resumable.
+def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr_dir, input_dir,
+                  target_dir, encoding, loss, crop, batch_size, steps, lr, schedule, warmup_steps,
+                  val_every, val_images, val_size, checkpoint_every, seed, workers, threads,
+                  device, channels_last, vgg_weights, log_mse_weight, init, qat,
+                  qat_observer_steps, resume, select, as_json):
+    """Train a model on synthetic scenes, your HDR data or enhancement pairs; seeded, resumable.
 
     Logs one line per validation (step, loss, val mu-law PSNR, it/s, ETA) to stderr.
     The run folder gets resume.pt (every --checkpoint-every steps, atomically: a killed
@@ -128,13 +143,17 @@ def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr
       itm-onnx train --steps 3000 --crop 128 --out-dir runs/mqnet -o models/mqnet.safetensors
       itm-onnx train --out-dir runs/mqnet --steps 4000 --resume
       itm-onnx train --data hdr-folder --hdr-dir ~/hdr --schedule paper --steps 100000
+      itm-onnx train --model gated-unet-c24 --data enhance --loss qatie --crop 96 \\
+        --val-size 96 --input-dir dped/iphone/training_data/iphone \\
+        --target-dir dped/iphone/training_data/canon --out-dir runs/dped
       itm-onnx train --qat --init models/mqnet.safetensors --steps 500 --out-dir runs/qat
       torchrun --nproc-per-node 4 "$(which itm-onnx)" train --out-dir runs/ddp
     """
     config = TrainConfig(
         out_dir=out_dir, output=output, model=model_name,
         model_options=parse_model_options(model_options), data=data, hdr_dir=hdr_dir,
-        ldr_dir=ldr_dir, encoding=encoding, crop=crop, batch_size=batch_size, steps=steps, lr=lr,
+        ldr_dir=ldr_dir, input_dir=input_dir, target_dir=target_dir, encoding=encoding,
+        loss=loss, crop=crop, batch_size=batch_size, steps=steps, lr=lr,
         schedule=schedule, warmup_steps=warmup_steps, val_every=val_every,
         val_images=val_images, val_size=val_size, checkpoint_every=checkpoint_every, seed=seed,
         workers=workers, threads=threads, device=device, channels_last=channels_last,

@@ -2,12 +2,15 @@
 
 Each item is two float32 tensors of shape 3xHxW in [0, 1]: ``ldr`` is an 8-bit LDR
 image divided by 255 (what the deployed network receives), ``target`` the HDR image
-through one of the :mod:`.encoding` maps (what the network learns to output).
+through one of the :mod:`.encoding` maps (what the network learns to output), or, for
+image enhancement, a display image (the ``display`` encoding: the image itself).
 
 * :class:`SyntheticPairs`: procedural scenes (:mod:`.synthetic`); needs no files.
 * :class:`HdrFolder`: a folder of .hdr/.exr images (HDR-Eye, HDR-Real, Funt, ...);
   LDR inputs are tone-mapped on the fly by a random operator, as released.
 * :class:`PairedFolder`: LDR photos with their HDR ground truth, matched by file stem.
+* :class:`EnhanceFolder`: LDR photos with LDR target photos, matched by file stem
+  (image enhancement, e.g. DPED: phone photo -> DSLR photo).
 
 Randomness is always drawn from a generator seeded by the item's coordinates (never
 from global state), so a run is reproducible whatever the number of DataLoader workers
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -123,9 +126,10 @@ class _FolderDataset(Dataset[Pair]):
             try:
                 return self._make_item(candidate, rng)
             except ImageError as exc:
-                log.warning("skipping unreadable file: %s", exc)
                 self._unreadable.add(candidate)
-        raise ImageError("no readable file left in the dataset")
+                log.warning("skipping unreadable file (%d of %d so far): %s",
+                            len(self._unreadable), self._count, exc)
+        raise ImageError(f"no readable file left in the dataset (all {self._count} unreadable)")
 
     def _make_item(self, index: int, rng: np.random.Generator) -> Pair:
         """Build the pair from file ``index``; raise ImageError if the file is unusable."""
@@ -184,24 +188,7 @@ class PairedFolder(_FolderDataset):
         encoding: str = "mulaw",
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        ldr_files = _by_stem(p for p in _listing(_existing_folder(ldr_dir)) if not _is_hdr_file(p))
-        hdr_files = _by_stem(p for p in _listing(_existing_folder(hdr_dir)) if _is_hdr_file(p))
-        stems = sorted(set(ldr_files) & set(hdr_files))
-        unmatched = len(set(ldr_files) ^ set(hdr_files))
-        ambiguous = [s for s in stems if len(ldr_files[s]) > 1 or len(hdr_files[s]) > 1]
-        self.pairs = [(ldr_files[s][0], hdr_files[s][0]) for s in stems if s not in ambiguous]
-        if unmatched or ambiguous:
-            log.warning(
-                "%s + %s: left out %d files without a partner and %d ambiguous stems",
-                ldr_dir,
-                hdr_dir,
-                unmatched,
-                len(ambiguous),
-            )
-        if not self.pairs:
-            raise ImageError(
-                f"no LDR/HDR pairs with matching file stems (HDR folder {hdr_dir})", ldr_dir
-            )
+        self.pairs = _pairs_by_stem(ldr_dir, hdr_dir, _is_hdr_file, "LDR/HDR", "HDR")
         super().__init__(len(self.pairs), size, seed, encoding)
         self.max_pixels = max_pixels
 
@@ -220,6 +207,81 @@ class PairedFolder(_FolderDataset):
         ldr = _flip(resize_uint8(ldr, crop, self.size), flips).astype(np.float32) / 255.0
         hdr = _flip(resize_float(hdr, crop, self.size), flips)
         return _to_tensor(ldr), _to_tensor(self.encoding.encode(hdr))
+
+
+class EnhanceFolder(_FolderDataset):
+    """LDR input photos in ``input_dir`` with LDR target photos in ``target_dir``, by stem.
+
+    Image enhancement pairs as in DPED (phone photo -> DSLR photo of the same scene):
+    ``0.jpg`` pairs with ``0.png``, ``0.tif``, ... Any format :func:`.images.load_ldr`
+    reads (8-bit, or 16-bit reduced to 8); the target is a display image, so its
+    encoding is ``display`` (the [0, 1] image itself). Unpartnered files and ambiguous
+    stems are left out with one warning giving the counts; a file that fails to decode
+    is skipped (with a warning and a running count) when it is read.
+
+    Crops are at native scale, as enhancement is learnt at the deployed resolution: a
+    random ``size`` x ``size`` square (the largest square, resized to ``size``, when the
+    image is smaller), with random flips, the same for input and target. A target whose
+    size differs from its input's is resized to the input's size (area average when
+    shrinking, bilinear when enlarging): the pair is taken to show the same framing at
+    two resolutions. A pair whose aspect ratios differ by more than 2 % is not the same
+    framing; it is skipped when read.
+    """
+
+    def __init__(
+        self,
+        input_dir: str | os.PathLike[str],
+        target_dir: str | os.PathLike[str],
+        size: int = 256,
+        seed: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.pairs = _pairs_by_stem(input_dir, target_dir, _is_ldr_file, "input/target", "target")
+        super().__init__(len(self.pairs), size, seed, "display")
+        self.max_pixels = max_pixels
+
+    def _make_item(self, index: int, rng: np.random.Generator) -> Pair:
+        input_path, target_path = self.pairs[index]
+        image = load_ldr(input_path, max_pixels=self.max_pixels).rgb
+        target = _match_size(load_ldr(target_path, max_pixels=self.max_pixels).rgb,
+                             image.shape[:2], input_path, target_path)
+        crop = native_crop_box(image.shape[:2], self.size, rng)
+        flips = (rng.random() < 0.5, rng.random() < 0.5)
+        image = _flip(resize_uint8(image, crop, self.size), flips).astype(np.float32) / 255.0
+        target = _flip(resize_uint8(target, crop, self.size), flips).astype(np.float32) / 255.0
+        return _to_tensor(image), _to_tensor(self.encoding.encode(target))
+
+
+def _match_size(target: np.ndarray, shape: tuple[int, int], input_path: Path,
+                target_path: Path) -> np.ndarray:
+    """The target resized to the input's (height, width); ImageError if not the same framing."""
+    height, width = shape
+    if target.shape[:2] == (height, width):
+        return target
+    t_height, t_width = target.shape[:2]
+    if abs((t_width / t_height) / (width / height) - 1.0) > 0.02:
+        raise ImageError(
+            f"input is {width}x{height} but its target {target_path.name} is "
+            f"{t_width}x{t_height}: different aspect ratios, not the same framing",
+            input_path,
+        )
+    shrinking = t_width >= width and t_height >= height
+    resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(target).resize((width, height), resample))
+
+
+def native_crop_box(shape: tuple[int, int], size: int,
+                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A random ``size`` x ``size`` square (left, top, right, bottom) at native scale.
+
+    When the image is smaller than ``size``, the largest square that fits (to be
+    resized up to ``size``).
+    """
+    height, width = shape
+    side = min(size, height, width)
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    return left, top, left + side, top + side
 
 
 def random_crop_box(shape: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -250,7 +312,10 @@ def resize_float(image: np.ndarray, box: tuple[int, int, int, int], size: int) -
 
 
 def resize_uint8(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """Crop ``box`` from uint8 HxWx3 and resize to size x size (same filters as floats)."""
+    """Crop ``box`` from uint8 HxWx3 and resize to size x size (same filters as floats).
+
+    A box of side ``size`` is copied exactly (Pillow's filters are the identity at scale 1).
+    """
     return np.asarray(Image.fromarray(image).resize((size, size), _resample(box, size), box))
 
 
@@ -293,6 +358,47 @@ def _listing(folder: Path) -> list[Path]:
 def _is_hdr_file(path: Path) -> bool:
     """A visible regular file with an HDR suffix (.hdr, .pic, .rgbe, .exr)."""
     return path.suffix.lower() in HDR_SUFFIXES and path.is_file() and not path.name.startswith(".")
+
+
+def _is_ldr_file(path: Path) -> bool:
+    """Any file but an HDR one: a photo, or something load_ldr will refuse when read."""
+    return not _is_hdr_file(path)
+
+
+def _pairs_by_stem(
+    first_dir: str | os.PathLike[str],
+    second_dir: str | os.PathLike[str],
+    second_kind: Callable[[Path], bool],
+    what: str,
+    second_name: str,
+) -> list[tuple[Path, Path]]:
+    """(first, second) file pairs with the same stem, sorted by stem.
+
+    Files of ``first_dir`` that are not HDR files pair with the files of ``second_dir``
+    that ``second_kind`` accepts. Files without a partner and stems that appear more
+    than once on one side are left out with one warning giving the counts; no pair at
+    all is an ImageError naming both folders (``what``: "LDR/HDR", ...).
+    """
+    first = _by_stem(p for p in _listing(_existing_folder(first_dir)) if not _is_hdr_file(p))
+    second = _by_stem(p for p in _listing(_existing_folder(second_dir)) if second_kind(p))
+    stems = sorted(set(first) & set(second))
+    unmatched = len(set(first) ^ set(second))
+    ambiguous = [s for s in stems if len(first[s]) > 1 or len(second[s]) > 1]
+    pairs = [(first[s][0], second[s][0]) for s in stems if s not in ambiguous]
+    if unmatched or ambiguous:
+        log.warning(
+            "%s + %s: left out %d files without a partner and %d ambiguous stems",
+            first_dir,
+            second_dir,
+            unmatched,
+            len(ambiguous),
+        )
+    if not pairs:
+        raise ImageError(
+            f"no {what} pairs with matching file stems ({second_name} folder {second_dir})",
+            first_dir,
+        )
+    return pairs
 
 
 def _by_stem(paths: Iterable[Path]) -> dict[str, list[Path]]:

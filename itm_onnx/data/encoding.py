@@ -1,4 +1,8 @@
-"""HDR target encodings: how linear radiance maps to the network's [0, 1] output and back.
+"""Target encodings: how linear radiance maps to the network's [0, 1] output and back.
+
+``minmax`` and ``mulaw`` encode HDR radiance (inverse tone mapping); ``display`` is for
+targets that are themselves display images (image enhancement, e.g. DPED's DSLR
+photos): the [0, 1] output *is* the image, and decoding leaves it as it is.
 
 The network's sigmoid output must be stored as 10-bit codes, so what a value in
 [0, 1] *means* is part of the model's contract with integrators: each
@@ -29,7 +33,7 @@ Array = Any  # numpy.ndarray or torch.Tensor: encodings are written for both
 
 @dataclass(frozen=True)
 class Encoding:
-    """A named map between linear HDR radiance and the network's [0, 1] output."""
+    """A named map between the target (HDR radiance, or a display image) and the [0, 1] output."""
 
     name: str
     description: str
@@ -95,6 +99,16 @@ def mulaw_decode(y: Array, mu: float = MU) -> Array:
     return (scaled.expm1() if _is_torch(scaled) else np.expm1(scaled)) / mu
 
 
+def display_encode(image: Array) -> Array:
+    """Identity on a display image in [0, 1]; values outside are clipped (a screen's range)."""
+    return _clip01(_as_float(image))
+
+
+def display_decode(y: Array) -> Array:
+    """Identity: the output is the display image itself, not radiance."""
+    return _as_float(y)
+
+
 ENCODINGS: dict[str, Encoding] = {
     "minmax": Encoding(
         name="minmax",
@@ -116,6 +130,16 @@ ENCODINGS: dict[str, Encoding] = {
         encode=mulaw_encode,
         decode=mulaw_decode,
     ),
+    "display": Encoding(
+        name="display",
+        description=(
+            "Display-referred image (image enhancement, not HDR): output is the enhanced "
+            "picture itself, non-linear sRGB-like values in [0, 1] (x 255 = 8-bit codes); "
+            "decode = identity, it carries no radiance."
+        ),
+        encode=display_encode,
+        decode=display_decode,
+    ),
 }
 
 
@@ -125,5 +149,5 @@ def get_encoding(name: str) -> Encoding:
         return ENCODINGS[name]
     except KeyError:
         raise KeyError(
-            f"unknown HDR encoding {name!r}; choose one of {sorted(ENCODINGS)}"
+            f"unknown output encoding {name!r}; choose one of {sorted(ENCODINGS)}"
         ) from None

@@ -1,4 +1,6 @@
-"""Training loss of MQNet as published: L1 + L2 + 0.1 (1 - cosine) [+ 0.05 VGG16 perceptual].
+"""Training losses: MQNet's (``itm``) and the QATIE paper's (``qatie``), see :data:`LOSSES`.
+
+``itm``, MQNet's loss as published: L1 + L2 + 0.1 (1 - cosine) [+ 0.05 VGG16 perceptual].
 
 The perceptual term needs ImageNet VGG16 weights, which cannot be downloaded here and
 torchvision does not import beside this torch build. It is therefore optional: pass a
@@ -6,10 +8,16 @@ local torchvision-format state dict (``--vgg-weights vgg16.pth``) and the loss b
 the VGG16 feature layers itself (same module indices as torchvision's
 ``vgg16().features``, so the file's ``features.N.*`` keys fit) up to pool3. Without the
 file the term is left out, and the run records that it was.
+
+``qatie``, the loss released with the QATIE paper ("Bridging the Training-Deployment
+Gap", GenAI4E/QATIE, image enhancement on DPED): 2 x PSNR loss on BT.601 luma
++ 100 x (1 - SSIM) + 1 x outlier-aware L1; see :class:`QATIELoss`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +141,139 @@ class ITMLoss(nn.Module):
         if w.log_mse:
             text += f" + {w.log_mse:g}*mean log10(per-image MSE)"
         return text + (f" + {w.perceptual:g}*VGG16(pool1-3)" if self.vgg is not None else "")
+
+
+# --- QATIE --------------------------------------------------------------------------------------
+
+# BT.601 luma of [0, 1] RGB on the 8-bit studio scale, back to [0, 1]:
+# Y = (65.481 R + 128.553 G + 24.966 B + 16) / 255.
+BT601_LUMA = (65.481, 128.553, 24.966)
+BT601_OFFSET = 16.0
+
+
+@dataclass(frozen=True)
+class QATIEWeights:
+    """Weights of the QATIE loss as released (src/train/train_qat.py defaults)."""
+
+    psnr: float = 2.0
+    ssim: float = 100.0
+    outlier: float = 1.0
+
+
+def bt601_luma(image: torch.Tensor) -> torch.Tensor:
+    """Bx3xHxW [0, 1] RGB to Bx1xHxW luma, (65.481 R + 128.553 G + 24.966 B + 16) / 255."""
+    coefficients = image.new_tensor(BT601_LUMA).view(1, 3, 1, 1)
+    return ((image * coefficients).sum(dim=1, keepdim=True) + BT601_OFFSET) / 255.0
+
+
+def psnr_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(50 - mean over images of luma PSNR) / 100, PSNR = 20 log10(1 / sqrt(MSE + 1e-8)).
+
+    Identical images give PSNR 80 dB, so the term's floor is (50 - 80) / 100 = -0.3.
+    """
+    mse = (bt601_luma(prediction) - bt601_luma(target)).pow(2).mean(dim=(1, 2, 3))
+    psnr = 20.0 * torch.log10(1.0 / torch.sqrt(mse + 1e-8))
+    return (50.0 - psnr.mean()) / 100.0
+
+
+def gaussian_taps(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 1-D Gaussian window (the 2-D window is its outer product)."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    taps = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return taps / taps.sum()
+
+
+def ssim(prediction: torch.Tensor, target: torch.Tensor, size: int = 11,
+         sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    """Single-scale SSIM, mean over the valid (unpadded) map of every channel and image.
+
+    Gaussian window ``size`` x ``size`` (sigma 1.5) applied to each channel on its own
+    (as two separable depthwise passes, which is the same 2-D filter); C1 = (0.01 L)^2,
+    C2 = (0.03 L)^2 with L = ``data_range``. Images smaller than the window use a window
+    as large as the image, as the released code does. Computed in float32.
+    """
+    prediction, target = prediction.float(), target.float()
+    channels, height, width = prediction.shape[1:]
+    size = min(size, height, width)
+    taps = gaussian_taps(size, sigma).to(prediction.device)
+    rows = taps.view(1, 1, size, 1).expand(channels, 1, size, 1)
+    cols = taps.view(1, 1, 1, size).expand(channels, 1, 1, size)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, rows, groups=channels), cols, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_p, mu_t = blur(prediction), blur(target)
+    var_p = blur(prediction * prediction) - mu_p**2
+    var_t = blur(target * target) - mu_t**2
+    covariance = blur(prediction * target) - mu_p * mu_t
+    ssim_map = ((2 * mu_p * mu_t + c1) * (2 * covariance + c2)) / (
+        (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))
+    return ssim_map.mean()
+
+
+def outlier_weight(delta: torch.Tensor) -> torch.Tensor:
+    """tanh(|delta - m| / (s / sqrt(2) + 1e-6)), m and s per image and channel; no gradient.
+
+    ``s`` is torch's default (unbiased) standard deviation over H and W, as released.
+    Errors near their image's mean error weigh little, outliers weigh up to 1.
+    """
+    delta = delta.detach()
+    mean = delta.mean(dim=(2, 3), keepdim=True)
+    spread = delta.std(dim=(2, 3), keepdim=True) / math.sqrt(2.0)
+    return torch.tanh((delta - mean).abs() / (spread + 1e-6))
+
+
+def outlier_aware_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean(|pred - target| * outlier_weight(pred - target)); the weight is a constant."""
+    delta = prediction - target
+    return (delta.abs() * outlier_weight(delta)).mean()
+
+
+class QATIELoss(nn.Module):
+    """The QATIE loss on [0, 1] images; ``forward`` returns (total, parts) like ITMLoss.
+
+    total = 2 x psnr_loss + 100 x (1 - SSIM) + 1 x outlier-aware L1. Its minimum (a
+    perfect prediction) is 2 x (50 - 80) / 100 = -0.6, not 0: the PSNR term is an
+    offset PSNR, capped at 80 dB by its 1e-8.
+    """
+
+    def __init__(self, weights: QATIEWeights = QATIEWeights()) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, prediction: torch.Tensor,
+                target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        parts = {
+            "psnr": psnr_loss(prediction, target),
+            "ssim": 1.0 - ssim(prediction, target),
+            "outlier": outlier_aware_l1(prediction, target),
+        }
+        total = sum(getattr(self.weights, name) * value for name, value in parts.items())
+        return total, {name: float(value.detach()) for name, value in parts.items()}
+
+    def describe(self) -> str:
+        w = self.weights
+        return (f"QATIE: {w.psnr:g}*(50 - PSNR(BT.601 luma))/100 + {w.ssim:g}*(1 - SSIM 11x11) "
+                f"+ {w.outlier:g}*outlier-aware L1")
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+def build_itm_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> ITMLoss:
+    """MQNet's loss; the VGG16 term when a weights file is given."""
+    vgg = VGG16Features.from_file(vgg_weights) if vgg_weights else None
+    return ITMLoss(LossWeights(log_mse=log_mse_weight), vgg=vgg)
+
+
+def build_qatie_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> QATIELoss:
+    """The QATIE loss; it has neither a VGG nor a log-MSE term, so refuses their options."""
+    if vgg_weights or log_mse_weight:
+        raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm; "
+                         "--loss qatie has neither")
+    return QATIELoss()
+
+
+# Loss name -> builder(vgg_weights=..., log_mse_weight=...) returning a module whose
+# forward(prediction, target) gives (total, {part: float}) and describe() a line.
+LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": build_qatie_loss}

@@ -21,6 +21,14 @@ optimizer and RNG states it reproduces it. (This replaces ``DistributedSampler``
 cannot restart in the middle of an epoch; under torchrun each rank takes its stride of
 the same global batch, which is what ``DistributedSampler`` does.)
 
+Data and losses. ``synthetic``, ``hdr-folder`` and ``paired`` train inverse tone mapping
+(targets: HDR radiance through ``--encoding`` minmax or mulaw, default mulaw);
+``enhance`` trains image enhancement on LDR photo pairs matched by stem (DPED: phone
+photo -> DSLR photo), whose targets are display images: their encoding is ``display``
+(set automatically; any other is refused, as is ``display`` with HDR data). ``--loss``
+picks MQNet's L1 + L2 + cosine loss (``itm``, default) or QATIE's (``qatie``), see
+:mod:`.losses`; the checkpoints record which.
+
 Learning-rate schedules: ``paper`` is the released recipe (Adam 5e-5, x0.99 every 8124
 steps, i.e. nearly constant over a short run); ``cosine`` (default, with a short linear
 warm-up) suits short from-scratch runs at a higher rate such as 1e-3; ``constant``.
@@ -51,9 +59,9 @@ from ..errors import CheckpointError, ItmOnnxError, UsageError
 from ..models import create_model, get_entry
 from ..utils.atomic import atomic_output
 from . import qat as qat_lib
-from .losses import ITMLoss, LossWeights, VGG16Features
+from .losses import LOSSES
 
-DATA_SOURCES = ("synthetic", "hdr-folder", "paired")
+DATA_SOURCES = ("synthetic", "hdr-folder", "paired", "enhance")
 SCHEDULES = ("cosine", "paper", "constant")
 SELECTIONS = ("best", "last")
 DEFAULT_LR = {"cosine": 1e-3, "paper": 5e-5, "constant": 1e-3}
@@ -74,7 +82,12 @@ class TrainConfig:
     data: str = "synthetic"  # one of DATA_SOURCES
     hdr_dir: Path | None = None  # data="hdr-folder" or "paired"
     ldr_dir: Path | None = None  # data="paired"
-    encoding: str = "mulaw"  # target encoding (a key of itm_onnx.data.encoding.ENCODINGS)
+    input_dir: Path | None = None  # data="enhance": LDR input photos
+    target_dir: Path | None = None  # data="enhance": LDR target photos, matched by stem
+    # Target encoding, a key of itm_onnx.data.encoding.ENCODINGS; None: display with
+    # data="enhance", else mulaw (see resolved_encoding).
+    encoding: str | None = None
+    loss: str = "itm"  # a key of itm_onnx.train.losses.LOSSES
     crop: int = 128
     batch_size: int = 8
     steps: int = 1000
@@ -100,6 +113,11 @@ class TrainConfig:
     # last one (the end of the schedule; steadier when the validation set is small).
     select: str = "best"
     command: str | None = None  # the exact command line, recorded in the checkpoints
+
+    def resolved_encoding(self) -> str:
+        if self.encoding is not None:
+            return self.encoding
+        return "display" if self.data == "enhance" else "mulaw"
 
     def resolved_lr(self) -> float:
         if self.lr is not None:
@@ -183,13 +201,14 @@ def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Datase
     from ..data.images import ImageError
 
     c = config
+    encoding = c.resolved_encoding()
     try:
         if c.data == "synthetic":
             total = c.steps * c.batch_size * world
             train = data.SyntheticPairs(length=total, size=c.crop, seed=c.seed, split="train",
-                                        encoding=c.encoding)
+                                        encoding=encoding)
             val = data.SyntheticPairs(length=c.val_images, size=c.val_size, seed=c.seed,
-                                      split="val", encoding=c.encoding)
+                                      split="val", encoding=encoding)
             return StepStream(train, shuffle=False), val, (
                 f"synthetic scenes (train split, seed {c.seed}, {c.crop}x{c.crop}, a new scene "
                 f"per sample); val: {c.val_images} val-split scenes at {c.val_size}x{c.val_size}")
@@ -198,7 +217,7 @@ def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Datase
                 raise UsageError("--data hdr-folder needs --hdr-dir PATH")
 
             def make(size: int) -> Dataset:
-                return data.HdrFolder(c.hdr_dir, size=size, seed=c.seed, encoding=c.encoding)
+                return data.HdrFolder(c.hdr_dir, size=size, seed=c.seed, encoding=encoding)
 
             described = f"HDR folder {c.hdr_dir}"
         elif c.data == "paired":
@@ -207,9 +226,17 @@ def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Datase
 
             def make(size: int) -> Dataset:
                 return data.PairedFolder(c.ldr_dir, c.hdr_dir, size=size, seed=c.seed,
-                                         encoding=c.encoding)
+                                         encoding=encoding)
 
             described = f"paired folders {c.ldr_dir} + {c.hdr_dir}"
+        elif c.data == "enhance":
+            if c.input_dir is None or c.target_dir is None:
+                raise UsageError("--data enhance needs --input-dir PATH and --target-dir PATH")
+
+            def make(size: int) -> Dataset:
+                return data.EnhanceFolder(c.input_dir, c.target_dir, size=size, seed=c.seed)
+
+            described = f"enhancement pairs {c.input_dir} -> {c.target_dir}"
         else:
             raise UsageError(f"unknown data source {c.data!r}; choose one of {DATA_SOURCES}")
         # Two instances: training moves its copy from epoch to epoch, validation stays put.
@@ -385,9 +412,8 @@ class Trainer:
         self.model = self._build_model().to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        vgg = VGG16Features.from_file(config.vgg_weights).to(self.device) \
-            if config.vgg_weights else None
-        self.loss_fn = ITMLoss(LossWeights(log_mse=config.log_mse_weight), vgg=vgg)
+        self.loss_fn = LOSSES[config.loss](
+            vgg_weights=config.vgg_weights, log_mse_weight=config.log_mse_weight).to(self.device)
         self.train_set, self.val_set, self.data_description = build_datasets(
             config, self.env.world)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.resolved_lr())
@@ -406,6 +432,9 @@ class Trainer:
             raise UsageError(f"unknown schedule {c.schedule!r}; choose one of {SCHEDULES}")
         if c.select not in SELECTIONS:
             raise UsageError(f"unknown selection {c.select!r}; choose one of {SELECTIONS}")
+        if c.loss not in LOSSES:
+            raise UsageError(f"unknown loss {c.loss!r}; choose one of {tuple(LOSSES)}")
+        self._check_encoding()
         if c.crop <= 0 or c.crop % 32 or c.val_size <= 0 or c.val_size % 32:
             raise UsageError(f"crop {c.crop} and val size {c.val_size} must be positive "
                              "multiples of 32 (the model downsamples 32x)")
@@ -417,15 +446,32 @@ class Trainer:
         if c.init is not None and c.model_options:
             raise UsageError("--model-option cannot change a model loaded with --init")
 
+    def _check_encoding(self) -> None:
+        """Display targets (enhance data) and HDR targets (the rest) do not mix."""
+        from ..data.encoding import ENCODINGS
+
+        c, encoding = self.config, self.config.resolved_encoding()
+        if encoding not in ENCODINGS:
+            raise UsageError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
+        if c.data == "enhance" and encoding != "display":
+            raise UsageError(
+                f"--data enhance learns display images, not HDR radiance: its encoding is "
+                f"display (the default with enhance), not {encoding!r}; drop --encoding")
+        if c.data != "enhance" and encoding == "display":
+            raise UsageError(
+                f"--encoding display is for display-image targets (--data enhance); "
+                f"--data {c.data} has HDR targets: use minmax or mulaw")
+
     def _build_model(self) -> nn.Module:
         c = self.config
-        options = {"output_encoding": c.encoding, **c.model_options}
+        encoding = c.resolved_encoding()
+        options = {"output_encoding": encoding, **c.model_options}
         if c.init is not None:
             model = create_model(c.model, checkpoint=c.init)
-            if model.config.output_encoding != c.encoding:
+            if model.config.output_encoding != encoding:
                 raise UsageError(
                     f"--init {c.init}: model outputs {model.config.output_encoding!r} but "
-                    f"--encoding is {c.encoding!r}")
+                    f"the training targets are {encoding!r}")
             if c.qat:
                 if getattr(model.config, "qat", False):
                     raise UsageError(f"--init {c.init} is already a QAT checkpoint")
@@ -454,6 +500,9 @@ class Trainer:
         self.history = list(state["history"])
         self.commands = list(state["commands"])
         self.elapsed_before = float(state["elapsed"])
+        previous_loss = state.get("loss", "itm")  # states written before --loss existed: itm
+        if previous_loss != self.config.loss:
+            self.log(f"note: loss changed from {previous_loss!r} to {self.config.loss!r}")
         self.resumed_from = self.step
         if self.config.qat and self.step >= self.config.qat_observer_steps:
             qat_lib.set_observers(self.model, False)
@@ -476,6 +525,7 @@ class Trainer:
             "history": self.history,
             "commands": self.commands,
             "elapsed": self.elapsed(),
+            "loss": self.config.loss,
         }
 
     def elapsed(self) -> float:
@@ -488,7 +538,7 @@ class Trainer:
             "commands": self.commands,
             "seed": c.seed,
             "data": self.data_description,
-            "encoding": c.encoding,
+            "encoding": c.resolved_encoding(),
             "crop": c.crop,
             "batch_size": c.batch_size,
             "world_size": self.env.world,
@@ -499,6 +549,7 @@ class Trainer:
             "schedule": c.schedule + (f" (warm-up {c.resolved_warmup()} steps)"
                                       if c.schedule == "cosine" else ""),
             "loss": self.loss_fn.describe(),
+            "loss_name": c.loss,
             "qat": c.qat,
             "init": str(c.init) if c.init else None,
             "init_info": self._init_info(),
@@ -532,22 +583,33 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean loss and mu-law PSNR (decoded, as ``itm-onnx evaluate``) on the val set."""
+        """Mean loss and mu-law PSNR (decoded, as ``itm-onnx evaluate``) on the val set.
+
+        Display targets (enhance data) also get ``psnr``: the mean per-image PSNR of the
+        [0, 1] images themselves (peak 1, capped at 100 dB), the figure QATIE reports.
+        """
         from ..data.encoding import ENCODINGS
-        from ..metrics import psnr_mulaw
+        from ..metrics import psnr, psnr_mulaw
 
         model = self._bare_model()
         was_training = model.training
         model.eval()
-        decode = ENCODINGS[self.config.encoding].decode
-        losses, psnrs = [], []
+        display = self.config.resolved_encoding() == "display"
+        decode = ENCODINGS[self.config.resolved_encoding()].decode
+        losses, psnrs, plain = [], [], []
         for ldr, target in self._val_batches:
             pred = model(ldr.to(self.device))
             losses.append(float(self.loss_fn(pred, target.to(self.device))[0]))
             for p, t in zip(decode(pred.cpu()).numpy(), decode(target).numpy(), strict=True):
-                psnrs.append(psnr_mulaw(p.transpose(1, 2, 0), t.transpose(1, 2, 0)))
+                p, t = p.transpose(1, 2, 0), t.transpose(1, 2, 0)
+                psnrs.append(psnr_mulaw(p, t))
+                if display:
+                    plain.append(min(psnr(p, t), 100.0))
         model.train(was_training)
-        return {"loss": float(np.mean(losses)), "psnr_mulaw": float(np.mean(psnrs))}
+        figures = {"loss": float(np.mean(losses)), "psnr_mulaw": float(np.mean(psnrs))}
+        if display:
+            figures["psnr"] = float(np.mean(plain))
+        return figures
 
     def _loader(self) -> DataLoader:
         c = self.config
@@ -632,7 +694,7 @@ class Trainer:
         self.history.append({"step": 0, "train_loss": None, "val_loss": val["loss"],
                              "val_psnr_mulaw": val["psnr_mulaw"], "lr": 0.0})
         self.log(f"step 0/{self.config.steps}  val loss {val['loss']:.4f}  "
-                 f"val PSNR-mu {val['psnr_mulaw']:.2f} dB (before training)")
+                 f"val PSNR-mu {val['psnr_mulaw']:.2f} dB{_plain_psnr(val)} (before training)")
 
     def _validate_and_save(self, train_loss: float, rate: float) -> dict[str, float] | None:
         if not self.env.main:
@@ -651,7 +713,8 @@ class Trainer:
         eta = (self.config.steps - self.step) / rate if rate > 0 else float("nan")
         self.log(f"step {self.step}/{self.config.steps}  loss {train_loss:.4f}  "
                  f"val loss {val['loss']:.4f}  val PSNR-mu {val['psnr_mulaw']:.2f} dB"
-                 f"{' *' if improved else ''}  {rate:.2f} it/s  ETA {_duration(eta)}")
+                 f"{_plain_psnr(val)}{' *' if improved else ''}  {rate:.2f} it/s  "
+                 f"ETA {_duration(eta)}")
         _barrier(self.env)
         return val
 
@@ -695,6 +758,11 @@ class Trainer:
         if not final.parent.is_dir():
             raise UsageError(f"--output folder {final.parent} does not exist")
         save_checkpoint(final, model, model_name=self.config.model, info=info)
+
+
+def _plain_psnr(val: dict[str, float]) -> str:
+    """The log line's plain-PSNR field, for runs that have one (display targets)."""
+    return f"  PSNR {val['psnr']:.2f} dB" if "psnr" in val else ""
 
 
 def _duration(seconds: float) -> str:
