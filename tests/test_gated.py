@@ -73,7 +73,8 @@ def trained(tmp_path_factory, runner):
     _ok(runner.invoke(main, ["train", *common, "--steps", "3", "--qat",
                              "--init", str(folder / "float.safetensors"),
                              "--qat-observer-steps", "1", "--select", "last",
-                             "--out-dir", str(folder / "q"), "-o", str(folder / "qat.safetensors")]))
+                             "--out-dir", str(folder / "q"),
+                             "-o", str(folder / "qat.safetensors")]))
     return folder
 
 
