@@ -141,10 +141,4 @@ class GatedUNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x + self.head(self.backbone(x))
-        if self.training:
-            # Same values, but the gradient passes the clamp: a pixel pushed out of [0, 1]
-            # can be pulled back. With a plain clamp whole regions got stuck at 0 or 1 in
-            # ITM training (mu-law targets sit far from the LDR input).
-            return out + (torch.clamp(out, 0.0, 1.0) - out).detach()
-        return torch.clamp(out, 0.0, 1.0)
+        return torch.clamp(x + self.head(self.backbone(x)), 0.0, 1.0)
