@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Registry name -> file name of its shipped checkpoint in models/.
-DEFAULT_CHECKPOINTS = {"mqnet": "mqnet.safetensors"}
+# Registry name -> file name of its shipped checkpoint in models/. The gated network ships
+# quantization-aware (its export is the int8 QDQ model); its float parent ships beside it
+# as gated-unet-c12-float.safetensors, for comparisons.
+DEFAULT_CHECKPOINTS = {"mqnet": "mqnet.safetensors",
+                       "gated-unet-c12": "gated-unet-c12.safetensors"}
 
 
 def project_root() -> Path:
