@@ -30,7 +30,6 @@ import torch
 from . import evaluate, metrics
 from .errors import UsageError
 from .evaluate import EvalConfig, Predictor
-from .utils.atomic import atomic_output
 
 # EvalConfig fields that define the data: every compared model must agree on them.
 DATA_FIELDS = ("data", "hdr_dir", "ldr_dir", "split", "images", "size", "seed")
@@ -228,24 +227,8 @@ def grid_pictures(predictors: list[Predictor], dataset: Any,
 def write_compare_grid(path: Path, labels: list[str], predictors: list[Predictor],
                        dataset: Any, images: int = 4) -> None:
     """The PNG of :func:`grid_pictures`, labelled on top like evaluate's grid."""
-    from PIL import Image, ImageDraw
-
-    rows = grid_pictures(predictors, dataset, images)
     columns = ["input", "target", *labels, *(f"{label} error x4" for label in labels)]
-    height, width = rows[0][0].shape[:2]
-    label_height, gap = 14, 2
-    canvas = Image.new("RGB", (len(columns) * (width + gap) - gap,
-                               label_height + len(rows) * (height + gap) - gap), "white")
-    draw = ImageDraw.Draw(canvas)
-    for col, label in enumerate(columns):
-        draw.text((col * (width + gap) + 2, 1), label, fill="black")
-    for r, row in enumerate(rows):
-        for col, tile in enumerate(row):
-            pixels = (np.clip(tile, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            canvas.paste(Image.fromarray(pixels), (col * (width + gap),
-                                                   label_height + r * (height + gap)))
-    with atomic_output(path) as tmp:
-        canvas.save(tmp, format="PNG")
+    evaluate.write_tile_grid(path, columns, grid_pictures(predictors, dataset, images))
 
 
 def _hwc(image: Any) -> np.ndarray:

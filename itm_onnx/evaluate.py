@@ -22,7 +22,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,26 +297,31 @@ def error_map(prediction_tm: np.ndarray, target_tm: np.ndarray, gain: float = 4.
 
 def write_grid(path: Path, rows: list[tuple[np.ndarray, ...]]) -> None:
     """One row per image: LDR input; prediction and target mu-law tone-mapped; error map."""
+    write_tile_grid(path, GRID_COLUMNS, [[ldr, pred, target, error_map(pred, target)]
+                                         for ldr, pred, target in rows])
+
+
+def write_tile_grid(path: Path, columns: Sequence[str], rows: list[list[np.ndarray]]) -> None:
+    """A labelled PNG of HxWx3 tiles in [0, 1], one list of tiles per row (atomic)."""
     from PIL import Image, ImageDraw
 
     if not rows:
         raise UsageError("no images for the picture grid")
-    tiles = [[ldr, pred, target, error_map(pred, target)] for ldr, pred, target in rows]
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"grid folder {path.parent} does not exist")
     height, width = rows[0][0].shape[:2]
     label_height, gap = 14, 2
-    canvas = Image.new("RGB", (len(GRID_COLUMNS) * (width + gap) - gap,
+    canvas = Image.new("RGB", (len(columns) * (width + gap) - gap,
                                label_height + len(rows) * (height + gap) - gap), "white")
     draw = ImageDraw.Draw(canvas)
-    for col, label in enumerate(GRID_COLUMNS):
+    for col, label in enumerate(columns):
         draw.text((col * (width + gap) + 2, 1), label, fill="black")
-    for r, row in enumerate(tiles):
+    for r, row in enumerate(rows):
         for col, tile in enumerate(row):
             pixels = (np.clip(tile, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             canvas.paste(Image.fromarray(pixels), (col * (width + gap),
                                                    label_height + r * (height + gap)))
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise UsageError(f"grid folder {path.parent} does not exist")
     with atomic_output(path) as tmp:
         canvas.save(tmp, format="PNG")
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..compare import CompareReport, compare_models, parse_model_spec
 from ..errors import UsageError
-from ..evaluate import DATA_SOURCES, SYNTHETIC_SPLITS, EvalConfig
+from ..evaluate import EvalConfig
 from .common import emit, json_option, progress
-
-DEFAULTS = EvalConfig()
+from .evaluate import held_out_data_options
 
 
 def print_compare(report: CompareReport) -> None:
@@ -43,26 +40,9 @@ def print_compare(report: CompareReport) -> None:
               help="A model to compare (repeat, at least 2; the first is the reference): "
                    "LABEL=X.onnx, or LABEL=NAME:CHECKPOINT.safetensors with a registered "
                    "model NAME. LABEL defaults to the file stem.")
-@click.option("--data", type=click.Choice(DATA_SOURCES), default=DEFAULTS.data,
-              show_default=True, help="Synthetic test split, a folder of HDR files, or pairs.")
-@click.option("--hdr-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of .hdr/.exr files (--data hdr-folder or paired).")
-@click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
-              help="LDR photos matched to --hdr-dir by file stem (--data paired).")
-@click.option("--split", type=click.Choice(SYNTHETIC_SPLITS), default=DEFAULTS.split,
-              show_default=True,
-              help="Synthetic split: test (report figures) or val (choose between models).")
-@click.option("--images", type=int, default=DEFAULTS.images, show_default=True,
-              help="Number of test images (folders: at most this many).")
-@click.option("--size", type=int, default=None,
-              help="Image side [default: 256, or the fixed-shape ONNX models' input size].")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
-              help="Seed of the synthetic test split (and of folder crops/operators).")
-@click.option("--grid", type=click.Path(path_type=Path), default=None,
-              help="Write a PNG grid: input, target, each model's prediction, each error map.")
-@click.option("--grid-images", type=int, default=DEFAULTS.grid_images, show_default=True,
-              help="Rows of the picture grid.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch / ORT.")
+@held_out_data_options(
+    grid_help="Write a PNG grid: input, target, each model's prediction, each error map.",
+    size_help="Image side [default: 256, or the fixed-shape ONNX models' input size].")
 @json_option
 def compare_command(specs, data, hdr_dir, ldr_dir, split, images, size, seed, grid, grid_images,
                     threads, as_json):
@@ -79,7 +59,7 @@ def compare_command(specs, data, hdr_dir, ldr_dir, split, images, size, seed, gr
 
     \b
     Examples:
-      itm-onnx compare --model float=gated-unet-c12:models/gated-unet-c12.safetensors \\
+      itm-onnx compare --model float=gated-unet-c12:models/gated-unet-c12-float.safetensors \\
           --model ptq=/tmp/g-int8.onnx --model qat=/tmp/g-qat.onnx
       itm-onnx compare --model mqnet.onnx --model mqnet-int8.onnx --grid cmp.png --json
     """

@@ -29,32 +29,48 @@ def print_report(report: EvalReport) -> None:
     click.echo(f"  {report.seconds:.1f} s")
 
 
+def held_out_data_options(grid_help: str, size_help: str):  # type: ignore[no-untyped-def]
+    """The data, grid and thread options `evaluate` and `compare` share, in one place."""
+    options = [
+        click.option("--data", type=click.Choice(DATA_SOURCES), default=DEFAULTS.data,
+                     show_default=True,
+                     help="Synthetic test split, a folder of HDR files, or pairs."),
+        click.option("--hdr-dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder of .hdr/.exr files (--data hdr-folder or paired)."),
+        click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
+                     help="LDR photos matched to --hdr-dir by file stem (--data paired)."),
+        click.option("--split", type=click.Choice(SYNTHETIC_SPLITS), default=DEFAULTS.split,
+                     show_default=True,
+                     help="Synthetic split: test (report figures) or val (choose between "
+                          "models)."),
+        click.option("--images", type=int, default=DEFAULTS.images, show_default=True,
+                     help="Number of test images (folders: at most this many)."),
+        click.option("--size", type=int, default=None, help=size_help),
+        click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
+                     help="Seed of the synthetic test split (and of folder crops/operators)."),
+        click.option("--grid", type=click.Path(path_type=Path), default=None, help=grid_help),
+        click.option("--grid-images", type=int, default=DEFAULTS.grid_images,
+                     show_default=True, help="Rows of the picture grid."),
+        click.option("--threads", type=int, default=None, help="CPU threads for torch / ORT."),
+    ]
+
+    def apply(command):  # type: ignore[no-untyped-def]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @click.command("evaluate")
 @click.option("--model", "model", default=DEFAULTS.model, show_default=True,
               help="An ONNX file (X.onnx, exported by itm-onnx), or a registered model name "
                    "used with --checkpoint.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="itm-onnx checkpoint (.safetensors) [default: the shipped model].")
-@click.option("--data", type=click.Choice(DATA_SOURCES), default=DEFAULTS.data,
-              show_default=True, help="Synthetic test split, a folder of HDR files, or pairs.")
-@click.option("--hdr-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of .hdr/.exr files (--data hdr-folder or paired).")
-@click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
-              help="LDR photos matched to --hdr-dir by file stem (--data paired).")
-@click.option("--split", type=click.Choice(SYNTHETIC_SPLITS), default=DEFAULTS.split,
-              show_default=True,
-              help="Synthetic split: test (report figures) or val (choose between models).")
-@click.option("--images", type=int, default=DEFAULTS.images, show_default=True,
-              help="Number of test images (folders: at most this many).")
-@click.option("--size", type=int, default=None,
-              help="Image side [default: 256, or a fixed-shape ONNX model's input size].")
-@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
-              help="Seed of the synthetic test split (and of folder crops/operators).")
-@click.option("--grid", type=click.Path(path_type=Path), default=None,
-              help="Write a PNG grid: input, prediction, target, error map.")
-@click.option("--grid-images", type=int, default=DEFAULTS.grid_images, show_default=True,
-              help="Rows of the picture grid.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch / ORT.")
+@held_out_data_options(
+    grid_help="Write a PNG grid: input, prediction, target, error map.",
+    size_help="Image side [default: 256, or a fixed-shape ONNX model's input size].")
 @click.option("--per-image", is_flag=True, help="Keep per-image figures in the --json output.")
 @json_option
 def evaluate_command(model, checkpoint, data, hdr_dir, ldr_dir, split, images, size, seed, grid,
