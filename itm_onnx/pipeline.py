@@ -4,16 +4,24 @@
 quantize --mixed -> validate (fp32 vs mixed on held-out images) -> bench against the
 peers (ORT fp32, the naive ORT mixed recipe, full int8). Each stage writes its own
 artifacts into ``out_dir``; the pipeline collects their reports.
+
+A quantization-aware checkpoint (such as the shipped ``gated-unet-c12``) exports straight
+to its int8 QDQ model, so there is nothing to calibrate and no fp32 model to build peers
+from: the pipeline then validates the export against the PyTorch fake-quant model and
+benchmarks it alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .export import ExportConfig, export_model
+from .checkpoint import read_checkpoint_metadata
+from .export import ExportConfig, export_model, resolve_checkpoint
 
 
 @dataclass
@@ -43,12 +51,15 @@ def run_pipeline(config: PipelineConfig,
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{config.model}-{config.height}x{config.width}"
     reports: dict[str, Any] = {}
+    export_config = ExportConfig(
+        output=out / f"{stem}-fp32.onnx", model=config.model, checkpoint=config.checkpoint,
+        random_init=config.random_init, height=config.height, width=config.width)
+    checkpoint = resolve_checkpoint(export_config)
+    if checkpoint is not None and checkpoint_is_qat(checkpoint):
+        return _run_qat_pipeline(config, export_config, checkpoint, out, stem, log)
 
     log(f"[1/4] export {config.model} at {config.height}x{config.width}")
-    fp32 = export_model(ExportConfig(
-        output=out / f"{stem}-fp32.onnx", model=config.model, checkpoint=config.checkpoint,
-        random_init=config.random_init, height=config.height, width=config.width,
-    ))
+    fp32 = export_model(export_config)
     reports["export"] = fp32
 
     log("[2/4] quantize --mixed")
@@ -71,6 +82,36 @@ def run_pipeline(config: PipelineConfig,
     rows = run_bench(BenchConfig(models=specs, threads=config.threads, runs=config.bench_runs,
                                  fidelity_images=count),
                      progress=log, images=lambda h, w: heldout_images(h, w, count))
+    title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
+    reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
+    return reports
+
+
+def checkpoint_is_qat(checkpoint: Path) -> bool:
+    config = json.loads(read_checkpoint_metadata(checkpoint).get("config", "{}"))
+    return bool(config.get("qat", False))
+
+
+def _run_qat_pipeline(config: PipelineConfig, export_config: ExportConfig, checkpoint: Path,
+                      out: Path, stem: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """export (QDQ, exact) -> validate against PyTorch fake-quant -> bench the model alone."""
+    from .bench import BenchConfig, ModelSpec, run_bench
+    from .bench.chart import draw_chart
+    from .validate import ValidateConfig, validate
+
+    reports: dict[str, Any] = {}
+    log(f"[1/3] export {config.model} at {config.height}x{config.width} "
+        "(quantization-aware: the export is the int8 QDQ model; no calibration)")
+    qat = export_model(dataclasses.replace(export_config, output=out / f"{stem}-qat.onnx"))
+    reports["export"] = qat
+    log("[2/3] validate PyTorch fake-quant vs the QDQ export")
+    reports["validate"] = validate(ValidateConfig(
+        checkpoint=checkpoint, quantized=Path(qat.artifact), count=config.validate_images,
+        report=out / "validate-report.png", threads=config.threads), log)
+    log("[3/3] bench (no fp32 model to build peers from)")
+    rows = run_bench(BenchConfig(models=[ModelSpec("qat int8", Path(qat.artifact))],
+                                 threads=config.threads, runs=config.bench_runs),
+                     progress=log)
     title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
     reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
     return reports

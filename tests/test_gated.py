@@ -107,3 +107,16 @@ def test_validate_bench_mobile_check_and_run_work_unchanged(trained, qat_export,
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)).save(image)
     _ok(runner.invoke(main, ["run", "-m", str(path), str(image), "-o", str(tmp_path / "out")]))
     assert list((tmp_path / "out").glob("*.png"))
+
+
+def test_pipeline_on_a_qat_checkpoint_validates_and_benches_the_qdq_export(trained, runner,
+                                                                          tmp_path):
+    result = _ok(runner.invoke(main, [
+        "pipeline", "--model", "gated-unet-c12", "--checkpoint", str(trained / "qat.safetensors"),
+        "--height", str(SIZE), "--width", str(SIZE), "--runs", "1", "--out-dir", str(tmp_path),
+        "--json"]))
+    reports = json.loads(result.stdout)
+    assert set(reports) == {"export", "validate", "bench"}  # nothing to calibrate
+    assert reports["export"]["artifact"].endswith("-qat.onnx")
+    assert reports["export"]["parity"]["max_abs_error"] <= 1 / 1023
+    assert [row["label"] for row in reports["bench"]["rows"]] == ["qat int8"]

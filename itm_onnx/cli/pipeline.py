@@ -60,8 +60,9 @@ def _print(reports):
 
     for stage, printer in (("export", print_export_report), ("quantize", print_quantize_report),
                            ("validate", print_validate_report)):
-        click.echo(f"== {stage}")
-        printer(reports[stage])
+        if stage in reports:  # a QAT checkpoint has no quantize stage
+            click.echo(f"== {stage}")
+            printer(reports[stage])
     click.echo("== bench")
     print_table(reports["bench"].rows)
     click.echo(f"chart: {reports['bench'].chart}")
