@@ -1,6 +1,7 @@
-"""Quantization-aware training (QAT) structure for MQNet, with core torch fake-quant ops.
+"""Quantization-aware training (QAT) structure for MQNet and the gated network, with
+core torch fake-quant ops.
 
-``prepare_qat(model)`` returns a copy of a float MQNet whose forward pass rounds and
+``prepare_qat(model)`` returns a copy of a float model whose forward pass rounds and
 clamps exactly where the deployed mixed-precision model is quantized, so that
 fine-tuning learns to live with int8 (straight-through estimator: gradients pass the
 rounding unchanged inside the clamp range and stop outside it). Exporting the result
@@ -8,7 +9,8 @@ with ``itm-onnx export`` gives a QDQ ONNX model directly: torch's exporter turns
 fake-quant op into a QuantizeLinear/DequantizeLinear pair whose scale and zero point
 are the stored buffers.
 
-Where the fake quantizers sit (``backbone.*`` fully int8, ``head.*`` weights only):
+Where the fake quantizers sit in MQNet (``backbone.*`` fully int8, ``head.*`` weights only;
+the gated network: the same backbone rule, its head fully float, see its twins below):
 
 * weights of every backbone and head convolution: int8 symmetric per output channel,
   at most 63 levels each side (``WEIGHT_SYMMETRIC_MAX``; range (-128, 127) as ONNX
@@ -190,14 +192,14 @@ class ActivationFakeQuant(nn.Module):
         high = torch.clamp(self.max_val, min=0.0)
         if self.fixed:  # the model input: the exact 8-bit grid (see QATBackbone)
             scale = torch.clamp((high - low) / (ACT_QMAX - ACT_QMIN), min=1e-8)
+            zero_point = torch.clamp(torch.round(ACT_QMIN - low / scale), ACT_QMIN, ACT_QMAX)
         else:
             scale = power_of_two_ceil((high - low) / (ACT_QMAX - ACT_QMIN))
             if self.max_scale is not None:
                 scale = torch.clamp(scale, max=self.max_scale)
-        zero_point = torch.clamp(torch.round(ACT_QMIN - low / scale), ACT_QMIN, ACT_QMAX)
-        if not self.fixed:
             # Even: int8 adds that round (v + zero point) half to even then agree with
             # round(v) + zero point at exact ties (ORT's AVX2 QLinearAdd does the former).
+            zero_point = torch.round(ACT_QMIN - low / scale)
             zero_point = torch.clamp(2 * torch.round(zero_point / 2), ACT_QMIN, ACT_QMAX - 1)
         self.scale.copy_(scale)
         self.zero_point.copy_(zero_point.to(torch.int32))
