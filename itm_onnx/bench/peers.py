@@ -4,7 +4,8 @@
 2. ``naive-mixed``: the obvious recipe with ORT's tools: ``quant_pre_process``, then
    ``quantize_static(QDQ, per_channel=True, QUInt8 activations, QInt8 weights,
    nodes_to_exclude=<head nodes>)``, nothing else (no rewrites, full-range weights,
-   default session options), calibrated on the same images.
+   default session options), calibrated on the same images with ``quantize_static``'s
+   default method (MinMax), whatever ``--calibrate-method`` says for ours.
 3. ``full-int8``: ``itm-onnx quantize --full-int8``.
 4. ``mixed``: ``itm-onnx quantize --mixed`` (unless the caller brings its own model).
 5. Not a peer: the fp32 export again, with the session settings the mixed artifact
@@ -16,6 +17,7 @@ Built models land in ``work_dir``; the calibration cache makes rebuilding them c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -34,6 +36,8 @@ from ..quantize.calibration import METHODS, calibrate, load_calibration_images
 from .core import ModelSpec, fixed_size
 
 log = logging.getLogger(__name__)
+
+NAIVE_CALIBRATION_METHOD = "minmax"  # quantize_static's default: the naive recipe's
 
 
 @dataclass
@@ -101,16 +105,16 @@ def build_naive_mixed(config: PeerConfig, output: Path) -> Path:
     pre_model = onnx.load(str(pre))
     head = onnx_meta.nodes_in_part(pre_model, onnx_meta.HEAD)
 
-    images = load_calibration_images(config.calibration or default_calibration_dir(),
-                                     config.calibration_settings)
+    settings = dataclasses.replace(config.calibration_settings,
+                                   method=NAIVE_CALIBRATION_METHOD)
+    images = load_calibration_images(config.calibration or default_calibration_dir(), settings)
     ranges = calibrate(pre, hashlib.sha256(pre.read_bytes()).hexdigest(),
                        pre_model.graph.input[0].name, size or config.dynamic_size, images,
-                       config.calibration_settings,
-                       config.cache_dir or default_cache_dir() / "calibration")
+                       settings, config.cache_dir or default_cache_dir() / "calibration")
     quantize_static(str(pre), str(output), calibration_data_reader=None,
                     quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=head,
-                    calibrate_method=METHODS[config.calibration_settings.method],
+                    calibrate_method=METHODS[settings.method],
                     calibration_cache_path=str(ranges.ranges_path))
     return output

@@ -63,7 +63,8 @@ def print_table(rows: list[Row]) -> None:
               help="Keep the peers built by --peers here (default: a temporary folder).")
 @click.option("--calibration", type=click.Path(path_type=Path), default=None,
               help="Calibration images for the peers (default: the shipped calibration/).")
-@click.option("--calibrate-method", type=click.Choice(sorted(METHODS)), default="minmax",
+@click.option("--calibrate-method", type=click.Choice(sorted(METHODS)),
+              default=CalibrationSettings.method,
               show_default=True, help="Calibration method for the peers.")
 @click.option("--fidelity-images", type=click.IntRange(0), default=None,
               help=f"Held-out images for the fidelity columns (default {PEER_FIDELITY_IMAGES} "

@@ -62,7 +62,11 @@ _CHUNK_PIXELS = 2_000_000
 class CalibrationSettings:
     """How ranges are computed; every field is part of the cache key."""
 
-    method: str = "minmax"  # one of METHODS
+    # One of METHODS. Percentile (99.999, asymmetric) clips the rare outliers that stretch
+    # minmax ranges of the trained model's low-resolution ReLU6 outputs (SQNR 5 dB there):
+    # --mixed at 1088x1920 went from 32.1 to 37.8 dB against fp32 on the same 4 held-out
+    # images. Entropy calibration ran over 12 minutes there and was not measured further.
+    method: str = "percentile"
     min_images: int = 16
     max_images: int = 64
     seed: int = 0  # which images are drawn when there are more than max_images
