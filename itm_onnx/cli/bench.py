@@ -65,7 +65,9 @@ def print_table(rows: list[Row]) -> None:
               help="Calibration images for the peers (default: the shipped calibration/).")
 @click.option("--calibrate-method", type=click.Choice(sorted(METHODS)),
               default=CalibrationSettings.method,
-              show_default=True, help="Calibration method for the peers.")
+              show_default=True,
+              help="Calibration method for the --full-int8 and --mixed peers (the naive "
+                   "recipe keeps quantize_static's MinMax).")
 @click.option("--fidelity-images", type=click.IntRange(0), default=None,
               help=f"Held-out images for the fidelity columns (default {PEER_FIDELITY_IMAGES} "
                    "with --peers, else 0).")
