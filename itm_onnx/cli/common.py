@@ -10,9 +10,19 @@ from typing import Any
 import click
 
 from ..errors import ItmOnnxError, UsageError
+from ..utils.progress import set_quiet
+
+
+def _quiet_under_json(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """--json output is for machines: no progress bars beside it."""
+    if value:
+        set_quiet(True)
+    return value
+
 
 json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print the result as JSON on stdout (for machines)."
+    "--json", "as_json", is_flag=True, callback=_quiet_under_json,
+    help="Print the result as JSON on stdout (for machines; no progress bars).",
 )
 
 
