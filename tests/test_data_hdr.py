@@ -121,28 +121,37 @@ def test_luminance_only_exr_is_replicated(tmp_path):
 # --- rejections -------------------------------------------------------------------------
 
 
-def test_nan_and_inf_are_rejected_with_counts(tmp_path):
+def test_nan_and_inf_are_repaired_with_counts(tmp_path, caplog):
     bad = HDR.copy()
     bad[1, 1, 0] = np.nan
     bad[2, 2, :] = np.nan
     bad[3, 3, 1] = np.inf
     path = tmp_path / "bad.exr"
     _write_exr(path, {"RGB": bad})
-    with pytest.raises(ImageError, match="4 NaN and 1 Inf") as info:
-        read_hdr(path)
-    assert str(info.value).startswith(str(path))
-    with pytest.raises(ImageError, match="NaN"):
+    with caplog.at_level("WARNING"):
+        rgb = read_hdr(path)
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert str(path) in message and "4 NaN" in message and "1 +Inf" in message
+    finite = HDR.copy()
+    finite[1, 1, 0] = finite[2, 2, :] = 0.0
+    finite[3, 3, 1] = HDR.max()
+    np.testing.assert_array_equal(rgb, finite)
+    with pytest.raises(ImageError, match="NaN"):  # writing stays strict
         write_hdr(tmp_path / "out.hdr", bad)
     assert not (tmp_path / "out.hdr").exists()
 
 
-def test_negative_values_are_rejected(tmp_path):
-    bad = HDR.copy()
-    bad[0, 5] = -0.25
+def test_small_negative_values_are_clipped_with_one_line(tmp_path, caplog):
+    noisy = HDR.copy()
+    noisy[0, 5] = -0.0016  # what real captures hold after colour transforms
     path = tmp_path / "neg.exr"
-    _write_exr(path, {"RGB": bad})
-    with pytest.raises(ImageError, match="3 negative values"):
-        read_hdr(path)
+    _write_exr(path, {"RGB": noisy})
+    with caplog.at_level("WARNING"):
+        rgb = read_hdr(path)
+    assert len(caplog.records) == 1 and "3 negative" in caplog.records[0].getMessage()
+    assert rgb.min() == 0.0 and rgb[0, 5].tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(rgb[1:], HDR[1:])
 
 
 def test_wrong_channels_are_rejected(tmp_path):

@@ -17,12 +17,30 @@ Library choice:
 16-bit RGB data, so reading them correctly would need a decoder of our own; convert
 such files to EXR instead.
 
-Everything read is checked: HxWx3, finite, non-negative float32, or an
+What real captures contain, and what the reader does with it:
+
+* OpenEXR scanline or tiled, mip-mapped or rip-mapped (level 0, the full-resolution
+  image, is read), multi-view (the default view: by the OpenEXR convention its channels
+  carry no view prefix, so ``R``, ``G``, ``B``, not ``left.R``), half or float data.
+* An alpha channel is ignored. OpenEXR's RGB is premultiplied by definition (the
+  format's own convention), so the stored RGB *is* the image composited over black,
+  which is what a camera would have recorded; un-premultiplying would divide by zero
+  where alpha is 0 (real files hold light there, such as a candle's glow).
+* Radiance RGBE, flat or run-length encoded; ``EXPOSURE=`` header lines (cumulative
+  multipliers applied to the pixels) are divided out, so the result is the recorded
+  radiance.
+* Small negative values (sensor noise after colour transforms) are clipped to 0, and
+  NaN and Inf are replaced (NaN and -Inf by 0, +Inf by the largest finite value of
+  the file), each with one logged warning that names the file and the count. One bad
+  pixel must not end a training run, and these values carry no light.
+
+What comes out is HxWx3, finite, non-negative float32, or an
 :class:`~itm_onnx.data.images.ImageError` that says what is wrong and where.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -45,14 +63,17 @@ _RESOLUTION = re.compile(rb"([-+])Y (\d+) \+X (\d+)")
 _RGBE_MAX = float(2.0**127)
 _RGBE_MIN = 1e-32  # Radiance writes smaller maxima as black
 
+log = logging.getLogger(__name__)
+
 
 def read_hdr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read a .hdr (RGBE) or .exr file as HxWx3 float32 linear radiance (>= 0, finite).
 
     The format is recognised from the file's magic bytes, not its suffix. Raises
     ImageError for missing, corrupt or truncated files, images over ``max_pixels``
-    (checked from the header, before decoding), channel layouts other than RGB(A) or
-    luminance Y, NaN/Inf and negative values.
+    (checked from the header, before decoding) and channel layouts other than RGB(A)
+    or luminance Y. Negative, NaN and Inf values are repaired and logged
+    (:func:`sanitize_radiance`).
     """
     p = check_input_file(path)
     magic = _read_head(p, 4)
@@ -62,8 +83,35 @@ def read_hdr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
         rgb = _read_rgbe(p, max_pixels)
     else:
         raise ImageError("not a Radiance RGBE (.hdr) or OpenEXR (.exr) file", p)
+    rgb = sanitize_radiance(rgb, p)
     check_linear_rgb(rgb, p)
     return rgb
+
+
+def sanitize_radiance(rgb: np.ndarray, path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Clip negatives to 0, NaN and -Inf to 0, +Inf to the largest finite value; log counts.
+
+    Returns ``rgb`` itself when there is nothing to repair (no copy).
+    """
+    nan = np.isnan(rgb)
+    pos_inf = np.isposinf(rgb)
+    neg_inf = np.isneginf(rgb)
+    negative = (rgb < 0) & ~neg_inf
+    counts = {name: int(mask.sum()) for name, mask in
+              (("NaN", nan), ("+Inf", pos_inf), ("-Inf", neg_inf), ("negative", negative))}
+    if not any(counts.values()):
+        return rgb
+    finite = rgb[np.isfinite(rgb)]
+    largest = float(finite.max()) if finite.size else 0.0
+    lowest = float(rgb[negative].min()) if counts["negative"] else 0.0
+    fixed = np.where(nan | neg_inf | negative, np.float32(0.0), rgb)
+    fixed = np.where(pos_inf, np.float32(max(largest, 0.0)), fixed).astype(np.float32)
+    actions = {"NaN": "set to 0", "+Inf": f"set to the largest finite value {largest:.4g}",
+               "-Inf": "set to 0", "negative": f"clipped to 0, lowest {lowest:.3g}"}
+    found = "; ".join(f"{n} {name} {actions[name]}" for name, n in counts.items() if n)
+    where = f"{path}: " if path is not None else ""
+    log.warning("%srepaired %s (of %d values)", where, found, rgb.size)
+    return fixed
 
 
 def probe_hdr(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -174,14 +222,34 @@ def _write_exr(path: Path, rgb: np.ndarray) -> None:
 def _read_rgbe(path: Path, max_pixels: int) -> np.ndarray:
     """Decode a Radiance picture into float radiance (Radiance's own ``colr_color``)."""
     data = path.read_bytes()
-    height, width, flip, offset = _parse_rgbe_header(data[:_MAX_HEADER_BYTES], path)
+    head = data[:_MAX_HEADER_BYTES]
+    height, width, flip, offset = _parse_rgbe_header(head, path)
     check_pixel_count(width, height, max_pixels, path)
     try:
         pixels = _decode_rgbe_scanlines(memoryview(data)[offset:], height, width)
     except (IndexError, ValueError) as exc:
         raise ImageError(f"corrupt or truncated RGBE pixel data ({exc})", path) from None
     rgb = _rgbe_to_float(pixels)
+    exposure = _rgbe_exposure(head, path)
+    if exposure != 1.0:
+        rgb /= np.float32(exposure)
     return rgb[::-1].copy() if flip else rgb
+
+
+def _rgbe_exposure(head: bytes, path: Path) -> float:
+    """Product of the header's ``EXPOSURE=`` lines (Radiance: cumulative multipliers)."""
+    end = head.find(b"\n\n")
+    product = 1.0
+    for line in head[:end].split(b"\n"):
+        if line.startswith(b"EXPOSURE="):
+            try:
+                value = float(line.split(b"=", 1)[1].strip())
+            except ValueError:
+                raise ImageError(f"unreadable header line {line[:40]!r}", path) from None
+            if not (value > 0 and np.isfinite(value)):
+                raise ImageError(f"EXPOSURE must be a positive number, got {value}", path)
+            product *= value
+    return product
 
 
 def _parse_rgbe_header(head: bytes, path: Path) -> tuple[int, int, bool, int]:
