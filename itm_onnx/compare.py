@@ -32,7 +32,7 @@ from .errors import UsageError
 from .evaluate import EvalConfig, Predictor
 
 # EvalConfig fields that define the data: every compared model must agree on them.
-DATA_FIELDS = ("data", "hdr_dir", "ldr_dir", "split", "images", "size", "seed")
+DATA_FIELDS = ("data", "hdr_dir", "ldr_dir", "split", "images", "size", "seed", "views")
 SPEC_HELP = ("[LABEL=]MODEL.onnx, [LABEL=]NAME:CHECKPOINT.safetensors, or a registered "
              "NAME (its shipped checkpoint)")
 
@@ -108,7 +108,7 @@ def _source(config: EvalConfig) -> str:
 
 def compare_models(models: list[tuple[str, EvalConfig]], *, grid: Path | None = None,
                    grid_images: int = 4,
-                   log: Callable[[str], None] = lambda _: None) -> CompareReport:
+                   log: Callable[[str], None] = lambda _: None) -> CompareReport | Any:
     """Evaluate every (label, config) on the same data; the first model is the reference.
 
     The data settings (``DATA_FIELDS``) must be the same in every config; ``threads``
@@ -135,6 +135,9 @@ def compare_models(models: list[tuple[str, EvalConfig]], *, grid: Path | None = 
     if first.threads:
         torch.set_num_threads(first.threads)
     predictors = [evaluate.resolve_predictor(config) for _, config in models]
+    if first.data == "real":
+        return compare_real(labels, predictors, [_source(c) for _, c in models], first,
+                            log=log, started=started)
     size = _common_size(first.size, labels, predictors)
     dataset, described = evaluate.build_dataset(first, size)
 
@@ -152,6 +155,44 @@ def compare_models(models: list[tuple[str, EvalConfig]], *, grid: Path | None = 
         result.grid = str(grid)
     result.seconds = round(time.perf_counter() - started, 1)
     return result
+
+
+def compare_real(labels: list[str], predictors: list[Predictor], sources: list[str],
+                 config: EvalConfig, *, log: Callable[[str], None],
+                 started: float) -> RealCompareReport:
+    """The real-light figures (itm_onnx.evaluate_real) of every model on the same views."""
+    from .evaluate_real import run_real_evaluation
+
+    if config.hdr_dir is None:
+        raise UsageError("--data real needs --hdr-dir PATH (a folder of .hdr/.exr files)")
+    fixed = {p.fixed_size for p in predictors if p.fixed_size}
+    size = config.size or (next(iter(fixed))[0] if len(fixed) == 1 else 384)
+    reports = [run_real_evaluation(p, config.hdr_dir, size=size, views=config.views,
+                                   seed=config.seed, use_flip=config.flip,
+                                   log=lambda m, label=label: log(f"{label}: {m}"))
+               for label, p in zip(labels, predictors, strict=True)]
+    reference = reports[0].figures["model"]["pu21_psnr"]
+    rows = [{"label": label, "source": source, **report.figures["model"],
+             "pu21_vs_first_db": report.figures["model"]["pu21_psnr"] - reference,
+             "pu21_vs_identity_db": report.versus_identity["pu21_gain_db"]}
+            for label, source, report in zip(labels, sources, reports, strict=True)]
+    return RealCompareReport(data=reports[0].data, views=reports[0].views, size=size,
+                             rows=rows, baselines={k: reports[0].figures[k]
+                                                   for k in ("identity", "akyuz")},
+                             seconds=round(time.perf_counter() - started, 1))
+
+
+@dataclass
+class RealCompareReport:
+    data: str
+    views: int
+    size: int
+    rows: list[dict[str, Any]]
+    baselines: dict[str, dict[str, float]]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def _common_size(size: int | None, labels: list[str], predictors: list[Predictor]) -> int:

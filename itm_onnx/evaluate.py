@@ -36,7 +36,7 @@ from .errors import ItmOnnxError, UsageError
 from .utils.atomic import atomic_output
 
 TARGET_ENCODING = "mulaw"  # the dataset's targets; decoded to radiance / max exactly
-DATA_SOURCES = ("synthetic", "hdr-folder", "paired")
+DATA_SOURCES = ("synthetic", "real", "hdr-folder", "paired")
 SYNTHETIC_SPLITS = ("test", "val")  # never "train": those scenes were seen in training
 FIGURES = ("psnr_linear", "psnr_mulaw", "ssim_mulaw", "chroma_error")
 
@@ -57,6 +57,8 @@ class EvalConfig:
     grid: Path | None = None  # write a picture grid PNG here
     grid_images: int = 4
     threads: int | None = None
+    views: int = 3  # data="real": fixed views per HDR file (itm_onnx.evaluate_real)
+    flip: bool = True  # data="real": also HDR-FLIP (when flip-evaluator is installed)
 
 
 @dataclass
@@ -346,17 +348,30 @@ def resolve_predictor(config: EvalConfig) -> Predictor:
     return checkpoint_predictor(Path(checkpoint), config.model)
 
 
-def run_evaluation(config: EvalConfig, log: Callable[[str], None] = lambda _: None) -> EvalReport:
-    """Resolve the model and the data from ``config``, then :func:`evaluate`."""
+def run_evaluation(config: EvalConfig, log: Callable[[str], None] = lambda _: None) -> Any:
+    """Resolve the model and the data from ``config``, then :func:`evaluate` (an
+    :class:`EvalReport`), or with ``data="real"`` :func:`itm_onnx.evaluate_real.evaluate_real`
+    (a :class:`~itm_onnx.evaluate_real.RealEvalReport`)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     predictor = resolve_predictor(config)
-    size = config.size or (predictor.fixed_size[0] if predictor.fixed_size else 256)
+    default_size = 384 if config.data == "real" else 256
+    size = config.size or (predictor.fixed_size[0] if predictor.fixed_size else default_size)
     if predictor.fixed_size and predictor.fixed_size[0] != predictor.fixed_size[1]:
         raise UsageError(f"the ONNX model has a non-square fixed input {predictor.fixed_size}; "
                          "evaluate a square or dynamic export")
     if size <= 0 or size % predictor.multiple:
         raise UsageError(f"--size {size} is not a positive multiple of {predictor.multiple}")
+    if config.data == "real":
+        from .evaluate_real import run_real_evaluation
+
+        if config.hdr_dir is None:
+            raise UsageError("--data real needs --hdr-dir PATH (a folder of .hdr/.exr files)")
+        if config.views <= 0:
+            raise UsageError("--views must be positive")
+        return run_real_evaluation(predictor, config.hdr_dir, size=size, views=config.views,
+                                   seed=config.seed, grid=config.grid,
+                                   grid_views=config.grid_images, use_flip=config.flip, log=log)
     dataset, described = build_dataset(config, size)
     report = evaluate(predictor, dataset, grid=config.grid, grid_images=config.grid_images,
                       log=log)

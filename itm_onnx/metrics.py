@@ -166,3 +166,104 @@ def akyuz_itm(ldr: np.ndarray, max_output: float = 5000.0, a_gamma: float = 1.0,
 
 
 BASELINES = {"identity": identity_itm, "akyuz": akyuz_itm}
+
+
+# --- real light: figures that do not reward a lucky global scale --------------------
+#
+# Predictions and truth are radiance relative to the input's clip level (1.0 = where
+# the 8-bit input saturated). The prediction's one free factor (exposure) is first
+# fitted on the well-exposed pixels only (:func:`align_on_well_exposed`), so that what
+# is scored is the shape of the recovered light, above all in the clipped regions.
+
+CLIP_NITS = 200.0  # the clip level in cd/m2 when radiance is turned into luminance
+PU21_RANGE = (0.005, 10000.0)  # cd/m2, PU21's domain
+# PU21 (Mantiuk and Azimi 2021), "banding + glare" parameters.
+_PU21 = (0.353487901, 0.3734658629, 8.277049286e-05, 0.9062562627, 0.09150303166,
+         0.9099517204, 596.3148142)
+CLIPPED_CODE = 254  # an input channel at or above this 8-bit code is clipped
+WELL_EXPOSED_CODES = (13, 242)  # every channel inside: neither noise floor nor shoulder
+
+
+def pu21(luminance: np.ndarray) -> np.ndarray:
+    """PU21 encoding of absolute luminance (cd/m2), clamped to [0.005, 10000]."""
+    p0, p1, p2, p3, p4, p5, p6 = _PU21
+    y = np.clip(np.asarray(luminance, np.float64), *PU21_RANGE)
+    return p6 * (((p0 + p1 * y**p3) / (1.0 + p2 * y**p3)) ** p4 - p5)
+
+
+PU21_PEAK = float(pu21(np.array(PU21_RANGE[1])))
+
+
+def well_exposed(ldr_codes: np.ndarray) -> np.ndarray:
+    """HxW mask of pixels whose every 8-bit channel is inside WELL_EXPOSED_CODES."""
+    low, high = WELL_EXPOSED_CODES
+    return ((ldr_codes >= low) & (ldr_codes <= high)).all(axis=-1)
+
+
+def clipped(ldr_codes: np.ndarray) -> np.ndarray:
+    """HxW mask of pixels with at least one clipped channel."""
+    return (ldr_codes >= CLIPPED_CODE).any(axis=-1)
+
+
+def align_on_well_exposed(prediction: np.ndarray, target: np.ndarray,
+                          ldr_codes: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scale the prediction by the median luminance ratio over well-exposed pixels.
+
+    The median of log ratios, not least squares: one badly predicted region cannot
+    move the exposure of the whole image. Falls back to all pixels with light when
+    fewer than 1 % are well exposed.
+    """
+    p_lum = np.asarray(prediction, np.float64) @ _LUMA
+    t_lum = np.asarray(target, np.float64) @ _LUMA
+    mask = well_exposed(ldr_codes) & (p_lum > 0) & (t_lum > 0)
+    if mask.mean() < 0.01:
+        mask = (p_lum > 0) & (t_lum > 0)
+    if not mask.any():
+        return np.asarray(prediction, np.float64), 1.0
+    scale = float(np.exp(np.median(np.log(t_lum[mask]) - np.log(p_lum[mask]))))
+    return np.asarray(prediction, np.float64) * scale, scale
+
+
+def pu21_psnr(prediction: np.ndarray, target: np.ndarray) -> float:
+    """PSNR of PU21-encoded RGB (each channel as luminance; clip level = CLIP_NITS)."""
+    return psnr(pu21(prediction * CLIP_NITS), pu21(target * CLIP_NITS), peak=PU21_PEAK)
+
+
+def clipped_stops_rms(prediction: np.ndarray, target: np.ndarray,
+                      ldr_codes: np.ndarray) -> float:
+    """RMS of log2(predicted / true luminance) over the input's clipped pixels (NaN if none).
+
+    Luminances are clamped to PU21's range first, so a sun 10^5 x brighter than the
+    scene counts as what a display could show, not as 13 stops of error.
+    """
+    mask = clipped(ldr_codes)
+    if not mask.any():
+        return float("nan")
+    low, high = (v / CLIP_NITS for v in PU21_RANGE)
+    p = np.clip(np.asarray(prediction, np.float64)[mask] @ _LUMA, low, high)
+    t = np.clip(np.asarray(target, np.float64)[mask] @ _LUMA, low, high)
+    return float(np.sqrt(np.mean(np.log2(p / t) ** 2)))
+
+
+def clip_floor_share(prediction: np.ndarray, ldr_codes: np.ndarray) -> float:
+    """Share of clipped input channels whose (unaligned) prediction is >= the clip level.
+
+    NaN when nothing clipped. Predictions are radiance relative to the clip level.
+    """
+    mask = ldr_codes >= CLIPPED_CODE
+    if not mask.any():
+        return float("nan")
+    return float((np.asarray(prediction)[mask] >= 1.0 - 1e-6).mean())
+
+
+def real_light_figures(prediction: np.ndarray, target: np.ndarray,
+                       ldr_codes: np.ndarray) -> dict[str, float]:
+    """Every real-light figure of one prediction (relative to the clip level)."""
+    aligned, scale = align_on_well_exposed(prediction, target, ldr_codes)
+    return {
+        "pu21_psnr": pu21_psnr(aligned, target),
+        "clipped_stops_rms": clipped_stops_rms(aligned, target, ldr_codes),
+        "clip_floor_share": clip_floor_share(prediction, ldr_codes),
+        "psnr_mulaw": psnr_mulaw(aligned, target),
+        "exposure_scale": scale,
+    }

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import click
 
-from ..compare import CompareReport, compare_models, parse_model_spec
+from ..compare import CompareReport, RealCompareReport, compare_models, parse_model_spec
 from ..errors import UsageError
 from ..evaluate import EvalConfig
 from .common import emit, json_option, progress
 from .evaluate import held_out_data_options
 
 
-def print_compare(report: CompareReport) -> None:
+def print_real_compare(report: RealCompareReport) -> None:
+    click.echo(f"data: {report.data}")
+    width = max(8, *(len(row["label"]) for row in report.rows))
+    click.echo(f"  {'label':<{width}} {'PU21 dB':>8} {'d vs first':>11} {'d vs identity':>14} "
+               f"{'clipped RMS':>12} {'>= clip':>8} {'HDR-FLIP':>9}  source")
+    for row in report.rows:
+        click.echo(f"  {row['label']:<{width}} {row['pu21_psnr']:>8.2f} "
+                   f"{row['pu21_vs_first_db']:>+11.2f} {row['pu21_vs_identity_db']:>+14.2f} "
+                   f"{row['clipped_stops_rms']:>12.3f} {row['clip_floor_share']:>8.1%} "
+                   f"{row['hdr_flip']:>9.4f}  {row['source']}")
+    for name, fig in report.baselines.items():
+        click.echo(f"  {name:<{width}} {fig['pu21_psnr']:>8.2f} "
+                   f"{fig['pu21_psnr'] - report.rows[0]['pu21_psnr']:>+11.2f} {'':>14} "
+                   f"{fig['clipped_stops_rms']:>12.3f} {fig['clip_floor_share']:>8.1%} "
+                   f"{fig['hdr_flip']:>9.4f}  baseline")
+    click.echo(f"  {report.views} views, {report.seconds:.1f} s")
+
+
+def print_compare(report: CompareReport | RealCompareReport) -> None:
+    if isinstance(report, RealCompareReport):
+        print_real_compare(report)
+        return
     click.echo(f"data: {report.data}")
     width = max(8, *(len(row.label) for row in report.rows))
     click.echo(f"  {'label':<{width}} {'PSNR-mu dB':>11} {'d vs first':>11} {'PSNR-lin dB':>12} "
@@ -44,8 +65,8 @@ def print_compare(report: CompareReport) -> None:
     grid_help="Write a PNG grid: input, target, each model's prediction, each error map.",
     size_help="Image side [default: 256, or the fixed-shape ONNX models' input size].")
 @json_option
-def compare_command(specs, data, hdr_dir, ldr_dir, split, images, size, seed, grid, grid_images,
-                    threads, as_json):
+def compare_command(specs, data, hdr_dir, views, ldr_dir, split, images, size, seed, grid,
+                    grid_images, threads, as_json):
     """Score several models on the same held-out data and print one table.
 
     Every model sees identical images (same data, split, size and seed) and gets the
@@ -67,7 +88,7 @@ def compare_command(specs, data, hdr_dir, ldr_dir, split, images, size, seed, gr
         raise UsageError("compare needs at least two --model options (the first is the "
                          "reference), e.g. --model float=X.onnx --model int8=Y.onnx")
     base = EvalConfig(data=data, hdr_dir=hdr_dir, ldr_dir=ldr_dir, split=split, images=images,
-                      size=size, seed=seed, threads=threads)
+                      size=size, seed=seed, threads=threads, views=views)
     models = [parse_model_spec(spec, base) for spec in specs]
     report = compare_models(models, grid=grid, grid_images=grid_images,
                             log=progress if not as_json else (lambda _: None))

@@ -41,8 +41,11 @@ def parse_model_options(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def print_result(result: TrainResult) -> None:
+    figures = result.info.get("figures", {})
+    key = figures.get("selected_by", "psnr_mulaw")
     click.echo(f"trained {result.steps} steps in {result.wall_seconds:.0f} s "
-               f"(best val PSNR-mu {result.best_val_psnr_mulaw:.2f} dB at step {result.best_step})")
+               f"(best val {key} {figures.get(f'best_val_{key}', float('nan')):.2f} dB at step "
+               f"{result.best_step})")
     click.echo(f"  final model {result.final_checkpoint}")
     click.echo(f"  run folder {result.out_dir} (best.safetensors, last.safetensors, resume.pt)")
 
@@ -58,10 +61,20 @@ def print_result(result: TrainResult) -> None:
               help="Override a model config field (repeatable), e.g. output_transform=sigmoid.")
 @click.option("--data", type=click.Choice(DATA_SOURCES), default=DEFAULTS.data,
               show_default=True,
-              help="Procedural scenes, a folder of HDR files, LDR/HDR pairs, or LDR/LDR "
-                   "enhancement pairs (--input-dir, --target-dir; e.g. DPED).")
+              help="Procedural scenes; real: camera shots of captured HDR (--hdr-dir, "
+                   "--val-dir; targets relative to the clip level); a folder of HDR files "
+                   "with tone-mapped inputs; LDR/HDR pairs; or LDR/LDR enhancement pairs "
+                   "(--input-dir, --target-dir; e.g. DPED).")
 @click.option("--hdr-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of .hdr/.exr files (--data hdr-folder or paired).")
+              help="Folder of .hdr/.exr files (--data real, hdr-folder or paired).")
+@click.option("--val-dir", type=click.Path(path_type=Path), default=None,
+              help="--data real: validation HDR files (model selection only) [default: hold "
+                   "10 % of --hdr-dir out].")
+@click.option("--val-views", type=int, default=DEFAULTS.val_views, show_default=True,
+              help="--data real: fixed views per validation file.")
+@click.option("--synthetic-mix", type=float, default=DEFAULTS.synthetic_mix,
+              show_default=True,
+              help="--data real: share of samples that are procedural scenes (0-1).")
 @click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
               help="Folder of LDR photos matched to --hdr-dir by file stem (--data paired).")
 @click.option("--input-dir", type=click.Path(path_type=Path), default=None,
@@ -70,8 +83,9 @@ def print_result(result: TrainResult) -> None:
               help="Folder of target photos matched to --input-dir by file stem, e.g. DPED's "
                    "DSLR photos (--data enhance).")
 @click.option("--encoding", type=click.Choice(sorted(ENCODINGS)), default=None,
-              help="How the [0, 1] output encodes the target [default: mulaw (HDR radiance); "
-                   "with --data enhance display, the image itself, and no other].")
+              help="How the [0, 1] output encodes the target [default: mulaw-clip with --data "
+                   "real (radiance relative to the clip level), mulaw (relative to the image "
+                   "maximum) with other HDR data, display with --data enhance].")
 @click.option("--loss", "loss", type=click.Choice(list(LOSSES)), default=DEFAULTS.loss,
               show_default=True,
               help="itm: MQNet's L1 + L2 + 0.1 (1 - cosine); qatie: the QATIE paper's "
@@ -116,6 +130,9 @@ def print_result(result: TrainResult) -> None:
                    "--loss itm).")
 @click.option("--init", "init", type=click.Path(path_type=Path), default=None,
               help="Start from this itm-onnx checkpoint (the float model, with --qat).")
+@click.option("--init-weights", type=click.Path(path_type=Path), default=None,
+              help="Start from this checkpoint's weights with this run's model config (e.g. "
+                   "another encoding); the head's last conv starts at zero (= identity).")
 @click.option("--qat", is_flag=True,
               help="Quantization-aware fine-tuning of --init (export then gives QDQ ONNX).")
 @click.option("--qat-observer-steps", type=int, default=DEFAULTS.qat_observer_steps,
@@ -125,10 +142,11 @@ def print_result(result: TrainResult) -> None:
               show_default=True,
               help="Final model: best validation mu-law PSNR, or the last checkpoint.")
 @json_option
-def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr_dir, input_dir,
+def train_command(out_dir, output, model_name, model_options, data, hdr_dir, val_dir, val_views,
+                  synthetic_mix, ldr_dir, input_dir,
                   target_dir, encoding, loss, crop, batch_size, steps, lr, schedule, warmup_steps,
                   val_every, val_images, val_size, checkpoint_every, seed, workers, threads,
-                  device, channels_last, vgg_weights, log_mse_weight, init, qat,
+                  device, channels_last, vgg_weights, log_mse_weight, init, init_weights, qat,
                   qat_observer_steps, resume, select, as_json):
     """Train a model on synthetic scenes, your HDR data or enhancement pairs; seeded, resumable.
 
@@ -142,6 +160,7 @@ def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr
     Examples:
       itm-onnx train --steps 3000 --crop 128 --out-dir runs/mqnet -o models/mqnet.safetensors
       itm-onnx train --out-dir runs/mqnet --steps 4000 --resume
+      itm-onnx train --data real --hdr-dir hdr/train --val-dir hdr/val --synthetic-mix 0.2
       itm-onnx train --data hdr-folder --hdr-dir ~/hdr --schedule paper --steps 100000
       itm-onnx train --model gated-unet-c24 --data enhance --loss qatie --crop 96 \\
         --val-size 96 --input-dir dped/iphone/training_data/iphone \\
@@ -152,6 +171,8 @@ def train_command(out_dir, output, model_name, model_options, data, hdr_dir, ldr
     config = TrainConfig(
         out_dir=out_dir, output=output, model=model_name,
         model_options=parse_model_options(model_options), data=data, hdr_dir=hdr_dir,
+        val_dir=val_dir, val_views=val_views, synthetic_mix=synthetic_mix,
+        init_weights=init_weights,
         ldr_dir=ldr_dir, input_dir=input_dir, target_dir=target_dir, encoding=encoding,
         loss=loss, crop=crop, batch_size=batch_size, steps=steps, lr=lr,
         schedule=schedule, warmup_steps=warmup_steps, val_every=val_every,

@@ -1,6 +1,9 @@
 """Target encodings: how linear radiance maps to the network's [0, 1] output and back.
 
-``minmax`` and ``mulaw`` encode HDR radiance (inverse tone mapping); ``display`` is for
+``mulaw-clip`` (the default) encodes radiance relative to the input photo's clip level,
+which is what an integrator can map to display light; ``minmax`` and ``mulaw`` (the
+paper's and the first models', relative to each image's own extremes) encode radiance
+up to an unknown per-image scale; ``display`` is for
 targets that are themselves display images (image enhancement, e.g. DPED's DSLR
 photos): the [0, 1] output *is* the image, and decoding leaves it as it is.
 
@@ -99,6 +102,31 @@ def mulaw_decode(y: Array, mu: float = MU) -> Array:
     return (scaled.expm1() if _is_torch(scaled) else np.expm1(scaled)) / mu
 
 
+# mulaw-clip: radiance x relative to the clip level (1.0 = where the 8-bit input clips),
+# y = log(1 + MU_CLIP x) / log(1 + MU_CLIP PEAK_CLIP). 10-bit steps are
+# log(1 + 512 * 32) / 1023 * (1 + 1 / (512 x)) relative: below 1 % from x = 1/28 (4.8 stops
+# under the clip level) up to PEAK_CLIP, 1.1 % at 1/100 and 2.8 % at 1/1000, where the 8-bit
+# input's own steps are 7x coarser still.
+MU_CLIP = 512.0
+PEAK_CLIP = 32.0  # 5 stops above the clip level; brighter radiance is stored as 32
+_LOG_SPAN_CLIP = math.log1p(MU_CLIP * PEAK_CLIP)
+
+
+def mulaw_clip_encode(hdr: Array) -> Array:
+    """log(1 + 512 x) / log(1 + 512 * 32), x = radiance relative to the clip level."""
+    x = _as_float(hdr)
+    x = x.clamp(0.0, PEAK_CLIP) if _is_torch(x) else np.clip(x, 0.0, PEAK_CLIP)
+    compressed = (MU_CLIP * x).log1p() if _is_torch(x) else np.log1p(MU_CLIP * x)
+    return compressed / _LOG_SPAN_CLIP
+
+
+def mulaw_clip_decode(y: Array) -> Array:
+    """(exp(y log(1 + 512 * 32)) - 1) / 512: radiance relative to the clip level."""
+    y = _clip01(_as_float(y))
+    scaled = y * _LOG_SPAN_CLIP
+    return (scaled.expm1() if _is_torch(scaled) else np.expm1(scaled)) / MU_CLIP
+
+
 def display_encode(image: Array) -> Array:
     """Identity on a display image in [0, 1]; values outside are clipped (a screen's range)."""
     return _clip01(_as_float(image))
@@ -110,6 +138,17 @@ def display_decode(y: Array) -> Array:
 
 
 ENCODINGS: dict[str, Encoding] = {
+    "mulaw-clip": Encoding(
+        name="mulaw-clip",
+        description=(
+            "mu-law of linear radiance relative to the input's clip level (1.0 = the level "
+            "at which the 8-bit input saturates): y = log(1 + 512 x) / log(1 + 16384); "
+            "decode x = (16385**y - 1) / 512, so 0..1 decodes to 0..32 x the clip level. "
+            "Map x = 1 to SDR reference white to show it."
+        ),
+        encode=mulaw_clip_encode,
+        decode=mulaw_clip_decode,
+    ),
     "minmax": Encoding(
         name="minmax",
         description=(

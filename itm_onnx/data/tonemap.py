@@ -138,7 +138,7 @@ def to_8bit(
         ldr = _sensor_noise(ldr, rng)
     codes = np.round(ldr * 255.0).astype(np.uint8)
     if jpeg_quality is not None:
-        codes = _jpeg_round_trip(codes, _draw_quality(jpeg_quality, rng))
+        codes = jpeg_round_trip(codes, _draw_quality(jpeg_quality, rng))
     return codes
 
 
@@ -211,7 +211,7 @@ def _draw_quality(jpeg_quality: int | tuple[int, int], rng: np.random.Generator)
     return int(jpeg_quality)
 
 
-def _jpeg_round_trip(codes: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_round_trip(codes: np.ndarray, quality: int) -> np.ndarray:
     """Encode and decode through Pillow's JPEG codec, in memory."""
     buffer = io.BytesIO()
     Image.fromarray(codes).save(buffer, format="JPEG", quality=quality, subsampling="4:2:0")

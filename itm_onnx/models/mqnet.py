@@ -29,13 +29,33 @@ so ``H`` stays inside [0, 1] without clipping, reaches 1 at ``t = 1`` and 0 at
 ``|t| = 2 relu(t) - t`` (exact in floating point): 6 full-resolution element-wise ops
 instead of 8, and neither Neg nor Abs, which CoreML lacks (NNAPI has both). Relu, Mul,
 Sub and Add run on NNAPI, both CoreML flavours and every CPU runtime.
+
+``"hdr"`` (the default, with the ``mulaw-clip`` encoding: radiance relative to the
+input's clip level) applies the same bounded residual to the *identity prediction*:
+the input linearised by gamma 2.2 and encoded, ``B = enc(I ** 2.2)``, so an untrained
+head (``t = 0``) reproduces the identity baseline exactly and training only has to learn
+what differs from it. A floor then makes clipped input pixels never come out darker
+than the clip level (no "dark holes" where the sensor saturated)::
+
+    F = m * c,   m = clamp((I - 250/255) * 255/4, 0, 1)
+    B' = B + relu(F - B);   H = bounded residual on B';   Y = H + relu(F - H)
+
+with ``c`` the smallest 10-bit code that decodes to >= 1.0. ``m`` is 1 at 254/255 and
+above, 0 below 250/255, per channel. The floor is applied to the base too, so that a
+clipped pixel starts at
+the clip level and a positive residual lifts it with a gradient (a floor on the output
+alone would stop the gradient exactly where highlights need recovering). All of it is
+element-wise float (Pow, Log, Clip,
+Relu, Mul, Add), in the output part that deployment keeps float.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,7 +91,9 @@ MQNET_TAPS = (
     FeatureTap(16, "project", 32),
 )
 
-OUTPUT_TRANSFORMS = ("bounded", "sigmoid", "clamp")
+OUTPUT_TRANSFORMS = ("hdr", "bounded", "sigmoid", "clamp")
+# The "hdr" transform encodes its identity prediction with this encoding.
+HDR_TRANSFORM_ENCODING = "mulaw-clip"
 
 
 @dataclass(frozen=True)
@@ -82,9 +104,9 @@ class MQNetConfig:
     attention: str = "ca"  # one of ATTENTION_LAYERS: ca, sa, csa, none
     reduction: int = 2  # attention reduction ratio
     expansion: int = 6  # expansion of the decoder's inverted residual blocks
-    output_transform: str = "bounded"  # one of OUTPUT_TRANSFORMS
+    output_transform: str = "hdr"  # one of OUTPUT_TRANSFORMS
     # How the [0, 1] output encodes HDR radiance; a key of itm_onnx.data.encoding.ENCODINGS.
-    output_encoding: str = "mulaw"
+    output_encoding: str = HDR_TRANSFORM_ENCODING
     # Quantization-aware-training structure (itm_onnx.train.qat): BN folded, fake-quant
     # where the deployed model is int8. Set by `itm-onnx train --qat`; export gives QDQ.
     qat: bool = False
@@ -99,6 +121,10 @@ class MQNetConfig:
                 f"output_transform must be one of {OUTPUT_TRANSFORMS}, "
                 f"got {self.output_transform!r}"
             )
+        if self.output_transform == "hdr" and self.output_encoding != HDR_TRANSFORM_ENCODING:
+            raise ValueError(
+                f"output_transform 'hdr' predicts {HDR_TRANSFORM_ENCODING!r} outputs, not "
+                f"{self.output_encoding!r}; use output_transform 'bounded' for other encodings")
         if self.width_mult <= 0 or self.reduction < 1 or self.expansion < 1:
             raise ValueError("width_mult, reduction and expansion must be positive")
 
@@ -205,19 +231,35 @@ class MQNetHead(nn.Module):
 class OutputTransform(nn.Module):
     """Combine the input image and the head's residual ``t`` in [-1, 1] (see module doc)."""
 
-    def __init__(self, kind: str = "bounded") -> None:
+    def __init__(self, kind: str = "hdr") -> None:
         super().__init__()
         self.kind = kind
+        if kind == "hdr":
+            from ..data.encoding import MU_CLIP, PEAK_CLIP, get_encoding
+
+            self.mu, self.log_span = MU_CLIP, math.log1p(MU_CLIP * PEAK_CLIP)
+            clip_code = math.ceil(float(get_encoding(HDR_TRANSFORM_ENCODING).encode(
+                np.float32(1.0))) * 1023)
+            self.clip_floor = clip_code / 1023.0
 
     def forward(self, image: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.kind == "sigmoid":
             return torch.sigmoid(image + t)
         if self.kind == "clamp":
             return torch.clamp(image + t, 0.0, 1.0)
-        # = image + relu(t) * (1 - image) - relu(-t) * image, in fewer ops (module doc).
+        base = image
+        if self.kind == "hdr":  # the identity prediction enc(image ** 2.2), floored
+            base = torch.log1p(torch.pow(image, 2.2) * self.mu) * (1.0 / self.log_span)
+            floor = torch.clamp((image - 250.0 / 255.0) * (255.0 / 4.0), 0.0, 1.0) \
+                * self.clip_floor
+            base = base + torch.relu(floor - base)
+        # = base + relu(t) * (1 - base) - relu(-t) * base, in fewer ops (module doc).
         relu_t = torch.relu(t)
         magnitude = 2.0 * relu_t - t  # |t|, bit for bit, without Abs or Neg
-        return image - image * magnitude + relu_t
+        out = base - base * magnitude + relu_t
+        if self.kind == "hdr":
+            out = out + torch.relu(floor - out)
+        return out
 
 
 class MQNet(nn.Module):

@@ -61,7 +61,7 @@ from ..utils.atomic import atomic_output
 from . import qat as qat_lib
 from .losses import LOSSES
 
-DATA_SOURCES = ("synthetic", "hdr-folder", "paired", "enhance")
+DATA_SOURCES = ("synthetic", "real", "hdr-folder", "paired", "enhance")
 SCHEDULES = ("cosine", "paper", "constant")
 SELECTIONS = ("best", "last")
 DEFAULT_LR = {"cosine": 1e-3, "paper": 5e-5, "constant": 1e-3}
@@ -80,7 +80,12 @@ class TrainConfig:
     model: str = "mqnet"
     model_options: dict[str, Any] = field(default_factory=dict)  # config overrides
     data: str = "synthetic"  # one of DATA_SOURCES
-    hdr_dir: Path | None = None  # data="hdr-folder" or "paired"
+    hdr_dir: Path | None = None  # data="real", "hdr-folder" or "paired"
+    # data="real": validation HDR files (the validation split; None: hold some out of
+    # hdr_dir), views per validation file, and the share of procedural scenes mixed in.
+    val_dir: Path | None = None
+    val_views: int = 2
+    synthetic_mix: float = 0.0
     ldr_dir: Path | None = None  # data="paired"
     input_dir: Path | None = None  # data="enhance": LDR input photos
     target_dir: Path | None = None  # data="enhance": LDR target photos, matched by stem
@@ -106,6 +111,9 @@ class TrainConfig:
     vgg_weights: Path | None = None  # torchvision VGG16 state dict: adds the perceptual term
     log_mse_weight: float = 0.0  # optional per-image log-MSE ("PSNR loss") term, see losses
     init: Path | None = None  # start from this itm-onnx checkpoint (required with qat)
+    # Start from these weights but this run's model config (e.g. another output encoding);
+    # the head's last conv is zeroed so that the "hdr" output starts as the identity.
+    init_weights: Path | None = None
     qat: bool = False
     qat_observer_steps: int = 100  # activation ranges follow the data, then freeze
     resume: bool = False
@@ -117,7 +125,7 @@ class TrainConfig:
     def resolved_encoding(self) -> str:
         if self.encoding is not None:
             return self.encoding
-        return "display" if self.data == "enhance" else "mulaw"
+        return {"enhance": "display", "real": "mulaw-clip"}.get(self.data, "mulaw")
 
     def resolved_lr(self) -> float:
         if self.lr is not None:
@@ -212,6 +220,8 @@ def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Datase
             return StepStream(train, shuffle=False), val, (
                 f"synthetic scenes (train split, seed {c.seed}, {c.crop}x{c.crop}, a new scene "
                 f"per sample); val: {c.val_images} val-split scenes at {c.val_size}x{c.val_size}")
+        if c.data == "real":
+            return _real_datasets(c, encoding)
         if c.data == "hdr-folder":
             if c.hdr_dir is None:
                 raise UsageError("--data hdr-folder needs --hdr-dir PATH")
@@ -244,6 +254,34 @@ def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Datase
     except ImageError as exc:
         raise UsageError(f"training data: {exc}") from None
     return _split_folder(train_base, val_base, c, described)
+
+
+def _real_datasets(c: TrainConfig, encoding: str) -> tuple[Dataset, Dataset, str]:
+    """Camera shots of captured HDR (itm_onnx.data.real); validation on fixed views."""
+    from ..data.real import RealViews, RealViewSet, hdr_files
+
+    if c.hdr_dir is None:
+        raise UsageError("--data real needs --hdr-dir PATH (a folder of .hdr/.exr files)")
+    train = RealViews(c.hdr_dir, size=c.crop, seed=c.seed, encoding=encoding,
+                      synthetic_mix=c.synthetic_mix)
+    indices = None
+    if c.val_dir is not None:
+        val_files = hdr_files(c.val_dir)
+        held = f"{len(val_files)} files of {c.val_dir}"
+    else:
+        order = np.random.default_rng(c.seed).permutation(len(train.files))
+        n_val = max(1, len(train.files) // 10) if len(train.files) > 1 else 0
+        val_idx = sorted(order[:n_val].tolist()) or [0]
+        indices = sorted(order[n_val:].tolist()) or [0]
+        val_files = [train.files[i] for i in val_idx]
+        held = f"{len(val_files)} held-out files (seed {c.seed})"
+    val = RealViewSet(val_files, size=c.val_size, views=c.val_views, seed=c.seed,
+                      encoding=encoding)
+    described = (f"real HDR views of {c.hdr_dir} ({len(indices or train.files)} files, "
+                 f"{c.crop}x{c.crop}, random camera, synthetic mix {c.synthetic_mix:g}); "
+                 f"val: {c.val_views} fixed views of each of {held} at "
+                 f"{c.val_size}x{c.val_size}, evaluation camera")
+    return StepStream(train, indices, seed=c.seed), val, described
 
 
 def _split_folder(train_base: Dataset, val_base: Dataset, config: TrainConfig,
@@ -420,6 +458,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, config))
         self.step, self.best, self.best_step = 0, -math.inf, -1
+        # Model selection: PU21-PSNR on real light, mu-law PSNR on the other data.
+        self.select_key = "pu21_psnr" if config.data == "real" else "psnr_mulaw"
         self.history: list[dict[str, float]] = []
         self.commands: list[str] = []
         self.elapsed_before = 0.0
@@ -466,6 +506,10 @@ class Trainer:
         c = self.config
         encoding = c.resolved_encoding()
         options = {"output_encoding": encoding, **c.model_options}
+        if encoding != "mulaw-clip" and "output_transform" not in options and \
+                getattr(create_model(c.model).config, "output_transform", None) == "hdr":
+            # The "hdr" transform predicts mulaw-clip; other targets get the plain residual.
+            options["output_transform"] = "bounded"
         if c.init is not None:
             model = create_model(c.model, checkpoint=c.init)
             if model.config.output_encoding != encoding:
@@ -478,7 +522,10 @@ class Trainer:
                 model = qat_lib.prepare_qat(model)
             model.variant = c.model
             return model.train()
-        return create_model(c.model, **options).train()
+        model = create_model(c.model, **options)
+        if c.init_weights is not None:
+            _load_matching_weights(model, c.init_weights)
+        return model.train()
 
     # resume / checkpoints -----------------------------------------------------------------
 
@@ -557,7 +604,9 @@ class Trainer:
             "hardware": hardware_description(self.device),
             "figures": {
                 "val": val,
-                "best_val_psnr_mulaw": self.best,
+                "best_val_psnr_mulaw": self.best if self.select_key == "psnr_mulaw" else None,
+                f"best_val_{self.select_key}": self.best,
+                "selected_by": self.select_key,
                 "best_step": self.best_step,
             },
         }
@@ -594,6 +643,10 @@ class Trainer:
         model = self._bare_model()
         was_training = model.training
         model.eval()
+        if self.select_key == "pu21_psnr":
+            figures = self._validate_real(model)
+            model.train(was_training)
+            return figures
         display = self.config.resolved_encoding() == "display"
         decode = ENCODINGS[self.config.resolved_encoding()].decode
         losses, psnrs, plain = [], [], []
@@ -609,6 +662,28 @@ class Trainer:
         figures = {"loss": float(np.mean(losses)), "psnr_mulaw": float(np.mean(psnrs))}
         if display:
             figures["psnr"] = float(np.mean(plain))
+        return figures
+
+    @torch.no_grad()
+    def _validate_real(self, model: nn.Module) -> dict[str, float]:
+        """Loss and the real-light figures (itm_onnx.metrics) on the fixed val views."""
+        from ..data.encoding import ENCODINGS
+        from ..metrics import real_light_figures
+
+        decode = ENCODINGS[self.config.resolved_encoding()].decode
+        samples = self.val_set.samples()
+        losses, rows, position = [], [], 0
+        for ldr, target in self._val_batches:
+            pred = model(ldr.to(self.device))
+            losses.append(float(self.loss_fn(pred, target.to(self.device))[0]))
+            for p in decode(pred.cpu()).numpy():
+                s = samples[position]
+                rows.append(real_light_figures(p.transpose(1, 2, 0), s.linear, s.ldr))
+                position += 1
+        figures = {"loss": float(np.mean(losses))}
+        for key in ("pu21_psnr", "clipped_stops_rms", "clip_floor_share", "psnr_mulaw"):
+            values = [r[key] for r in rows if math.isfinite(r[key])]
+            figures[key] = float(np.mean(values)) if values else math.nan
         return figures
 
     def _loader(self) -> DataLoader:
@@ -692,9 +767,9 @@ class Trainer:
         """Figures of the untrained model: the line every later one is compared with."""
         val = self.validate()
         self.history.append({"step": 0, "train_loss": None, "val_loss": val["loss"],
-                             "val_psnr_mulaw": val["psnr_mulaw"], "lr": 0.0})
+                             "lr": 0.0, **_val_record(val)})
         self.log(f"step 0/{self.config.steps}  val loss {val['loss']:.4f}  "
-                 f"val PSNR-mu {val['psnr_mulaw']:.2f} dB{_plain_psnr(val)} (before training)")
+                 f"{_val_line(val)} (before training)")
 
     def _validate_and_save(self, train_loss: float, rate: float) -> dict[str, float] | None:
         if not self.env.main:
@@ -702,18 +777,18 @@ class Trainer:
             return None
         val = self.validate()
         record = {"step": self.step, "train_loss": train_loss, "val_loss": val["loss"],
-                  "val_psnr_mulaw": val["psnr_mulaw"], "lr": self.scheduler.get_last_lr()[0]}
+                  "lr": self.scheduler.get_last_lr()[0], **_val_record(val)}
         self.history.append(record)
-        improved = val["psnr_mulaw"] > self.best
+        improved = val[self.select_key] > self.best
         if improved:
-            self.best, self.best_step = val["psnr_mulaw"], self.step
+            self.best, self.best_step = val[self.select_key], self.step
             self._save_model(self.out_dir / "best.safetensors", val)
         self._save_model(self.out_dir / "last.safetensors", val)
         _save_resume_state(self.resume_path, self._state())
         eta = (self.config.steps - self.step) / rate if rate > 0 else float("nan")
         self.log(f"step {self.step}/{self.config.steps}  loss {train_loss:.4f}  "
-                 f"val loss {val['loss']:.4f}  val PSNR-mu {val['psnr_mulaw']:.2f} dB"
-                 f"{_plain_psnr(val)}{' *' if improved else ''}  {rate:.2f} it/s  "
+                 f"val loss {val['loss']:.4f}  {_val_line(val)}"
+                 f"{' *' if improved else ''}  {rate:.2f} it/s  "
                  f"ETA {_duration(eta)}")
         _barrier(self.env)
         return val
@@ -749,7 +824,7 @@ class Trainer:
 
         ckpt = load_checkpoint(chosen)
         model = create_model(self.config.model, checkpoint=chosen)
-        selected = (f"best validation mu-law PSNR (step {self.best_step})"
+        selected = (f"best validation {self.select_key} (step {self.best_step})"
                     if self.config.select == "best" else f"last (step {ckpt.info.get('steps')})")
         info = {**ckpt.info, "commands": self.commands, "init_info": self._init_info(),
                 "steps_trained": self.step,
@@ -760,9 +835,46 @@ class Trainer:
         save_checkpoint(final, model, model_name=self.config.model, info=info)
 
 
+def _load_matching_weights(model: nn.Module, path: Path) -> None:
+    """Copy every same-named, same-shaped tensor of checkpoint ``path`` into ``model``.
+
+    The head's last conv is then zeroed: with the residual output transforms the model
+    starts exactly at the identity prediction, whatever the old head had learned.
+    """
+    from ..checkpoint import load_checkpoint
+
+    try:
+        tensors = load_checkpoint(path).state_dict
+    except CheckpointError as exc:
+        raise UsageError(f"--init-weights: {exc}") from None
+    own = model.state_dict()
+    matching = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise UsageError(f"--init-weights {path}: no tensor fits this model")
+    own.update(matching)
+    model.load_state_dict(own)
+    last = getattr(getattr(model, "head", None), "conv3", None)
+    if last is not None:
+        with torch.no_grad():
+            last.weight.zero_()
+
+
 def _plain_psnr(val: dict[str, float]) -> str:
     """The log line's plain-PSNR field, for runs that have one (display targets)."""
     return f"  PSNR {val['psnr']:.2f} dB" if "psnr" in val else ""
+
+
+def _val_record(val: dict[str, float]) -> dict[str, float]:
+    """A validation's figures as history fields (``val_<name>``)."""
+    return {f"val_{k}": v for k, v in val.items() if k != "loss"}
+
+
+def _val_line(val: dict[str, float]) -> str:
+    """The figures of one validation, for the log line."""
+    if "pu21_psnr" in val:
+        return (f"val PU21 {val['pu21_psnr']:.2f} dB  clipped RMS "
+                f"{val['clipped_stops_rms']:.2f} stops  PSNR-mu {val['psnr_mulaw']:.2f} dB")
+    return f"val PSNR-mu {val['psnr_mulaw']:.2f} dB{_plain_psnr(val)}"
 
 
 def _duration(seconds: float) -> str:
