@@ -235,13 +235,15 @@ def test_shipped_calibration_set_is_complete_and_readable():
     assert len(files) >= 64
     assert [f.name for f in files[:2]] == ["calib_000.png", "calib_001.png"]
     for path in files:
-        assert load_ldr(path).rgb.shape == (256, 256, 3)
-    assert sum(p.stat().st_size for p in CALIBRATION.iterdir()) < 8_000_000
+        assert load_ldr(path).rgb.shape == (384, 384, 3)
+    assert sum(p.stat().st_size for p in CALIBRATION.iterdir()) < 14_000_000
     readme = (CALIBRATION / "README.md").read_text()
-    assert "CC0-1.0" in readme and "make_calibration_set" in readme
+    assert "make_real_calibration_set" in readme and "CC0-1.0" in readme
+    rows = (CALIBRATION / "manifest.tsv").read_text().splitlines()[1:]
+    assert len(rows) == len(files) and all(r.split("\t")[2] != "unknown" for r in rows)
 
 
-def test_calibration_is_reproducible(tmp_path):
+def test_synthetic_calibration_is_reproducible(tmp_path):
     first = make_calibration_set(tmp_path / "a", count=3)
     make_calibration_set(tmp_path / "b", count=3)
     for record in first:
@@ -249,6 +251,18 @@ def test_calibration_is_reproducible(tmp_path):
     assert (tmp_path / "a" / "manifest.tsv").read_bytes() == (
         tmp_path / "b" / "manifest.tsv"
     ).read_bytes()
-    for record in first:  # and matches what is shipped (pixels: PNG bytes may vary by zlib)
-        shipped = load_ldr(CALIBRATION / record.path.name).rgb.astype(int)
-        assert np.abs(load_ldr(record.path).rgb.astype(int) - shipped).mean() < 0.5
+
+
+def test_real_calibration_is_reproducible(tmp_path):
+    from itm_onnx.data.real import make_real_calibration_set
+
+    hdr = tmp_path / "hdr"
+    hdr.mkdir()
+    rng = np.random.default_rng(0)
+    write_hdr(hdr / "pano.hdr", rng.lognormal(0, 1, (32, 64, 3)).astype(np.float32))
+    write_hdr(hdr / "photo.exr", rng.lognormal(0, 1, (40, 50, 3)).astype(np.float32))
+    first = make_real_calibration_set(hdr, tmp_path / "a", count=3, size=32)
+    make_real_calibration_set(hdr, tmp_path / "b", count=3, size=32)
+    for shot in first:
+        assert shot.path.read_bytes() == (tmp_path / "b" / shot.path.name).read_bytes()
+    assert [s.view for s in first] == ["perspective view", "crop", "perspective view"]

@@ -39,9 +39,13 @@ class CameraModel:
 
     clip_fraction: tuple[float, float] = (0.0, 0.15)
     curves: tuple[str, ...] = CURVES
+    # How often each curve is drawn: mostly what phones apply (gammas, sRGB, a filmic
+    # shoulder), sometimes an editor's global operator.
+    curve_weights: tuple[float, ...] = (0.3, 0.3, 0.24, 0.08, 0.08)
     gamma: tuple[float, float] = (1.8, 2.4)
     noise: bool = True
-    jpeg_probability: float = 0.5
+    noise_probability: float = 0.5
+    jpeg_probability: float = 0.3
     jpeg_quality: tuple[int, int] = (70, 98)
 
     def __post_init__(self) -> None:
@@ -51,6 +55,8 @@ class CameraModel:
         unknown = set(self.curves) - set(CURVES)
         if unknown or not self.curves:
             raise ValueError(f"curves must be a non-empty subset of {CURVES}, got {self.curves}")
+        if len(self.curve_weights) != len(self.curves) or min(self.curve_weights) < 0:
+            raise ValueError("curve_weights needs one non-negative weight per curve")
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,11 @@ def shoot(hdr: np.ndarray, rng: np.random.Generator, camera: CameraModel | None 
     linear = (np.asarray(hdr, dtype=np.float32)
               * np.float32(exposure_for_clipping(hdr, clip_fraction)))
     if curve is None:
-        curve = camera.curves[int(rng.integers(len(camera.curves)))]
+        weights = np.asarray(camera.curve_weights, np.float64)
+        curve = camera.curves[int(rng.choice(len(camera.curves), p=weights / weights.sum()))]
     apply_curve, described = display_curve(curve, rng, camera)
-    sensed = sensor_noise(linear, rng) if camera.noise else linear
+    noisy = camera.noise and rng.random() < camera.noise_probability
+    sensed = sensor_noise(linear, rng) if noisy else linear
     display = apply_curve(np.clip(sensed, 0.0, 1.0))
     codes = np.round(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)
     if camera.jpeg_probability > 0 and rng.random() < camera.jpeg_probability:

@@ -128,3 +128,77 @@ class RealViewSet(Dataset[Pair]):
         s = self.samples()[index]
         return (_to_tensor(s.ldr.astype(np.float32) / 255.0),
                 _to_tensor(self.encoding.encode(s.linear)))
+
+
+# --- calibration photos -----------------------------------------------------------------
+
+CALIBRATION_CAMERA = CameraModel(clip_fraction=(0.0, 0.1), jpeg_probability=0.3)
+
+
+@dataclass(frozen=True)
+class CalibrationShot:
+    """How one real-light calibration image was made (a row of its manifest)."""
+
+    path: Path
+    source: str  # the HDR file's name
+    licence: str
+    view: str  # "yaw=..,pitch=..,fov=.." for panoramas, "crop" for photos
+    curve: str
+    clip_fraction: float
+
+
+def read_licences(manifest: str | os.PathLike[str] | None) -> dict[str, str]:
+    """``file name -> licence`` from a tab-separated manifest with ``file`` and ``licence``
+    columns (the captured-HDR collection's ``manifest.tsv``); empty when absent."""
+    if manifest is None or not Path(manifest).is_file():
+        return {}
+    lines = Path(manifest).read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    file_col, licence_col = header.index("file"), header.index("licence")
+    out = {}
+    for line in lines[1:]:
+        cols = line.split("\t")
+        out[Path(cols[file_col]).name] = cols[licence_col]
+    return out
+
+
+def make_real_calibration_set(hdr_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                              count: int = 64, size: int = 384, seed: int = 2026,
+                              manifest: str | os.PathLike[str] | None = None
+                              ) -> list[CalibrationShot]:
+    """Write ``calib_000.png`` ... and ``manifest.tsv``: camera shots of captured HDR.
+
+    Image i is a random sample (:func:`.views.random_sample`: a perspective view or a
+    crop) of file ``i mod n`` of ``hdr_dir``, shot by :data:`CALIBRATION_CAMERA` (0-10 %
+    clipped, phone curves, sensor noise half the time, JPEG 30 %), all drawn from a
+    generator seeded by (seed, i): the same call writes byte-identical files.
+    """
+    from ..utils.atomic import atomic_output
+    from .images import save_png8
+
+    files = hdr_files(hdr_dir)
+    licences = read_licences(manifest)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache: dict[int, np.ndarray] = {}
+    shots: list[CalibrationShot] = []
+    for i in range(count):
+        index = i % len(files)
+        if index not in cache:
+            cache[index] = read_hdr(files[index])
+        rng = np.random.default_rng([seed, i])
+        hdr = cache[index]
+        sample = random_sample(hdr, size, rng)
+        shot = shoot(sample, rng, CALIBRATION_CAMERA)
+        path = out / f"calib_{i:03d}.png"
+        save_png8(path, shot.ldr)
+        view = "perspective view" if is_panorama(hdr.shape) else "crop"
+        shots.append(CalibrationShot(path, files[index].name,
+                                     licences.get(files[index].name, "unknown"), view,
+                                     shot.curve, round(shot.clip_fraction, 4)))
+    rows = ["file\tsource\tlicence\tsample\tcurve\tclip_fraction"]
+    rows += [f"{s.path.name}\t{s.source}\t{s.licence}\t{s.view}\t{s.curve}\t{s.clip_fraction}"
+             for s in shots]
+    with atomic_output(out / "manifest.tsv") as tmp:
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return shots
