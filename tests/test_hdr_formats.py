@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from itm_onnx import Runner
-from itm_onnx.cli import main
 from itm_onnx.display import (
     BT709_TO_BT2020,
     SDR_WHITE_NITS,
