@@ -55,7 +55,6 @@ figure img { width: 100%; height: auto; display: block; background: #000; }
 figcaption { color: #aaa; font-size: .9em; padding: .2em 0; }
 #status { padding: .5em .8em; background: #222; border-left: 4px solid #888; }
 #status.ok { border-color: #3a3; } #status.bad { border-color: #c33; }
-code { color: #fc6; }
 """
 
 _SCRIPT = """
