@@ -659,7 +659,7 @@ def run_model(config: RunConfig, log: Callable[[str], None] = lambda _: None) ->
         report.done.append(result)
         log(f"{prefix} {result.width}x{result.height} ({result.fit}) -> "
             f"{', '.join(Path(p).name for p in result.outputs)} ({result.seconds:.2f} s)")
-    if config.html is not None:
+    if config.html is not None and page:  # no page of nothing when every input failed
         report.html = str(write_page(config.html, page, peak_nits))
         log(f"page: {config.html} ({len(page)} inputs)")
     report.seconds = round(time.perf_counter() - started, 2)
