@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,18 +49,31 @@ from PIL import Image
 
 from .data.encoding import ENCODINGS
 from .data.hdr_io import write_hdr
-from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr, save_png16
+from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr, save_png8, save_png16
+from .display import (
+    BROWSER_IMAGE_SUFFIXES,
+    DEFAULT_PEAK_NITS,
+    DISPLAY_FORMATS,
+    PageEntry,
+    check_encoders,
+    check_peak_nits,
+    encode_display,
+    write_display,
+    write_page,
+)
 from .errors import ItmOnnxError, UsageError
 from .onnx_meta import PREFIX, SESSION_OPTIONS_KEY, read_model_metadata
+from .utils.progress import track
 
 DEFAULT_MULTIPLE = 32  # MQNet downsamples 32x; used when a model carries no metadata
 DEFAULT_OUTPUT_BITS = 10
 TILE_OVERLAP_FRACTION = 0.25  # fixed-shape tiles overlap by at least this share of a side
 PROVIDER_SUFFIX = "ExecutionProvider"
 
-# Output formats of `itm-onnx run`: name -> file suffix.
-FORMATS = {"png16": ".png", "exr": ".exr", "hdr": ".hdr"}
-LINEAR_FORMATS = frozenset({"exr", "hdr"})
+# Output formats of `itm-onnx run`: name -> file suffix. The display formats (Ultra HDR,
+# PQ AVIF, PQ PNG: itm_onnx.display) are what phones and browsers show as HDR.
+FORMATS = {"png16": ".png", "exr": ".exr", "hdr": ".hdr", **DISPLAY_FORMATS}
+LINEAR_FORMATS = frozenset({"exr", "hdr", *DISPLAY_FORMATS})
 
 Infer = Callable[[np.ndarray], np.ndarray]  # 1x3xHxW float32 -> 1x3xHxW float32
 
@@ -461,6 +475,30 @@ class Runner:
             )
         return np.asarray(ENCODINGS[self.encoding].decode(y), dtype=np.float32)
 
+    def encode(self, y: np.ndarray, fmt: str, rgb: np.ndarray | None = None, *,
+               peak_nits: float = DEFAULT_PEAK_NITS) -> bytes:
+        """Output -> bytes of an HDR display file: ``uhdr``, ``avif`` or ``png-pq``.
+
+        ``rgb`` is the input photo (HxWx3 uint8): the Ultra HDR base image, so that SDR
+        viewers see exactly that photo; without it the base is the HDR clipped at SDR
+        white. The mapping to display light is :func:`itm_onnx.display.linear_to_display`.
+        """
+        return encode_display(fmt, self.to_linear(y), rgb, peak_nits=peak_nits)
+
+    def write(self, path: str | Path, y: np.ndarray, fmt: str, rgb: np.ndarray | None = None,
+              *, peak_nits: float = DEFAULT_PEAK_NITS) -> Path:
+        """Output -> one file of any ``FORMATS`` entry, written atomically."""
+        path = Path(path)
+        if fmt == "png16":
+            save_png16(path, self.to_codes(y))
+        elif fmt in DISPLAY_FORMATS:
+            write_display(path, fmt, self.to_linear(y), rgb, peak_nits=peak_nits)
+        elif fmt in FORMATS:
+            write_hdr(path, self.to_linear(y))
+        else:
+            raise UsageError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+        return path
+
     def describe(self) -> dict[str, Any]:
         """What was loaded, for reports."""
         rows, cols = self.info.fixed_size
@@ -489,6 +527,8 @@ class RunConfig:
     threads: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard, checked before decoding
     overlap_fraction: float = TILE_OVERLAP_FRACTION
+    peak_nits: float = DEFAULT_PEAK_NITS  # display formats: highlights roll off to this
+    html: Path | None = None  # before/after page of every input beside its display outputs
 
 
 @dataclass
@@ -518,6 +558,7 @@ class RunReport:
     ignored: list[str] = field(default_factory=list)  # folder entries without an image suffix
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    html: str | None = None  # the before/after page, when one was asked for
 
     @property
     def exit_code(self) -> int:
@@ -590,23 +631,26 @@ def output_paths(source: Path, output_dir: Path, formats: Sequence[str]) -> list
 def run_model(config: RunConfig, log: Callable[[str], None] = lambda _: None) -> RunReport:
     """Convert every input; one file's failure is recorded, never fatal to the batch."""
     started = time.perf_counter()
+    peak_nits = check_peak_nits(config.peak_nits)
     files, ignored = collect_inputs(config.inputs)
     runner = Runner(config.model, config.providers, config.threads, config.overlap_fraction)
     formats = choose_formats(config.formats, runner.encoding)
+    check_encoders(formats)  # a missing encoder fails before any file is written
     output_dir = Path(config.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
+    ensure_writable_folder(output_dir, "output folder")
+    if config.html is not None:
+        ensure_writable_folder(Path(config.html).parent, "folder of the --html page")
     report = RunReport(model=runner.describe(), formats=formats, output_dir=str(output_dir),
                        ignored=ignored, notices=list(runner.notices))
     for notice in runner.notices:
         log(f"note: {notice}")
     claimed: dict[Path, Path] = {}
-    for index, source in enumerate(files, 1):
+    page: list[PageEntry] = []
+    for index, source in enumerate(track(files, "run", total=len(files), unit="image"), 1):
         prefix = f"[{index}/{len(files)}] {source}"
         try:
-            result = _convert_one(runner, source, output_dir, formats, config.max_pixels, claimed)
+            result = _convert_one(runner, source, output_dir, formats, config.max_pixels,
+                                  claimed, peak_nits, page if config.html else None)
         except (ImageError, ItmOnnxError, OSError) as exc:
             message = _failure_message(exc, source)
             report.failed.append(FileFailure(str(source), message))
@@ -615,8 +659,25 @@ def run_model(config: RunConfig, log: Callable[[str], None] = lambda _: None) ->
         report.done.append(result)
         log(f"{prefix} {result.width}x{result.height} ({result.fit}) -> "
             f"{', '.join(Path(p).name for p in result.outputs)} ({result.seconds:.2f} s)")
+    if config.html is not None and page:  # no page of nothing when every input failed
+        report.html = str(write_page(config.html, page, peak_nits))
+        log(f"page: {config.html} ({len(page)} inputs)")
     report.seconds = round(time.perf_counter() - started, 2)
     return report
+
+
+def ensure_writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and prove it takes a file, or raise one UsageError line.
+
+    Tried with a real file rather than ``os.access``, which says yes to root on a
+    read-only mount; so an unwritable folder fails before any work, not file by file.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".itm-onnx-probe-")
+        probe.close()
+    except OSError as exc:
+        raise UsageError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from None
 
 
 def _failure_message(exc: BaseException, source: Path) -> str:
@@ -628,19 +689,32 @@ def _failure_message(exc: BaseException, source: Path) -> str:
 
 
 def _convert_one(runner: Runner, source: Path, output_dir: Path, formats: Sequence[str],
-                 max_pixels: int, claimed: dict[Path, Path]) -> FileResult:
+                 max_pixels: int, claimed: dict[Path, Path], peak_nits: float,
+                 page: list[PageEntry] | None) -> FileResult:
     started = time.perf_counter()
     targets = output_paths(source, output_dir, formats)
     _claim_outputs(source, targets, claimed)
     image = load_ldr(source, max_pixels=max_pixels)
     height, width = image.rgb.shape[:2]
     y = runner.predict(image.rgb)
-    for name, target in zip(formats, targets, strict=True):
-        if name == "png16":
-            save_png16(target, runner.to_codes(y))
-        else:
-            write_hdr(target, runner.to_linear(y))
+    written: list[Path] = []
+    try:
+        for name, target in zip(formats, targets, strict=True):
+            runner.write(target, y, name, image.rgb, peak_nits=peak_nits)
+            written.append(target)
+    except BaseException:
+        for target in written:  # all of an input's formats or none of them
+            target.unlink(missing_ok=True)
+        raise
     claimed.update((target.resolve(), source) for target in targets)
+    if page is not None:
+        shown = source
+        if source.suffix.lower() not in BROWSER_IMAGE_SUFFIXES:  # e.g. TIFF: a PNG preview
+            shown = output_dir / f"{source.stem}.input.png"
+            save_png8(shown, image.rgb)
+        page.append(PageEntry(source.name, shown, width, height,
+                              [(n, t) for n, t in zip(formats, targets, strict=True)
+                               if n in DISPLAY_FORMATS]))
     return FileResult(
         input=str(source), outputs=[str(t) for t in targets], width=width, height=height,
         fit=runner.geometry.describe(height, width), notes=image.notes,

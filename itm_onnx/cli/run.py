@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..data.images import DEFAULT_MAX_PIXELS
+from ..display import DEFAULT_PEAK_NITS, MAX_PEAK_NITS, MIN_PEAK_NITS
 from ..errors import ItmOnnxError
 from ..runner import FORMATS, TILE_OVERLAP_FRACTION, RunConfig, RunReport, run_model
 from .common import emit, json_option, progress
@@ -38,6 +39,8 @@ def print_run_report(report: RunReport) -> None:
                f"done {len(report.done)}, failed {len(report.failed)}")
     if report.ignored:
         click.echo(f"  ignored {len(report.ignored)} folder entries without an image suffix")
+    if report.html:
+        click.echo(f"  before/after page: {report.html}")
     if report.failed:
         click.echo(f"failed ({len(report.failed)}):")
         for failure in report.failed:
@@ -53,6 +56,14 @@ def print_run_report(report: RunReport) -> None:
 @click.option("--format", "formats", default="auto", show_default=True, metavar="LIST",
               help=f"Comma-separated subset of {', '.join(FORMATS)}; auto = png16, plus exr "
                    "when the model names its output encoding.")
+@click.option("--peak-nits", type=click.FloatRange(MIN_PEAK_NITS, MAX_PEAK_NITS),
+              default=DEFAULT_PEAK_NITS, show_default=True,
+              help="uhdr/avif/png-pq: highest display luminance (cd/m2) highlights roll off "
+                   "to; the input's clip level sits at SDR white, 203 cd/m2.")
+@click.option("--html", "html", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, metavar="PAGE.html",
+              help="Also write one page showing every input beside its uhdr/avif/png-pq "
+                   "outputs (relative paths: open it from the file system in Chrome).")
 @providers_option
 @threads_option
 @max_pixels_option
@@ -62,8 +73,8 @@ def print_run_report(report: RunReport) -> None:
                    "the tile side.")
 @json_option
 @click.pass_context
-def run_command(ctx, model, inputs, output_dir, formats, providers, threads, max_pixels,
-                tile_overlap, as_json):
+def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, providers, threads,
+                max_pixels, tile_overlap, as_json):
     """Turn LDR photos (files and/or folders) into HDR images with an ONNX model.
 
     Inputs: PNG, JPEG and anything else Pillow decodes, any size and mode (grey,
@@ -76,6 +87,12 @@ def run_command(ctx, model, inputs, output_dir, formats, providers, threads, max
                 of the network output y in [0, 1] (0..1023, not rescaled to 65535)
       NAME.exr  linear radiance, float32, decoded per the model's output_encoding
       NAME.hdr  the same as Radiance RGBE
+    HDR that screens show (linear 1.0 = the photo's clip level -> 203 cd/m2,
+    highlights rolled off smoothly to --peak-nits; itm_onnx.display):
+      NAME.uhdr.jpg  uhdr: Ultra HDR JPEG, the photo itself plus a gain map
+                     (HDR on Android 14+ and Chrome, the plain photo elsewhere)
+      NAME.avif      avif: AVIF 10-bit, BT.2020 + PQ (SMPTE ST 2084), lossless
+      NAME.pq.png    png-pq: 16-bit PNG, BT.2020 + PQ, cICP chunk (Chrome)
     Models without itm-onnx metadata: first input, multiple 32, png16 only.
 
     \b
@@ -94,13 +111,14 @@ def run_command(ctx, model, inputs, output_dir, formats, providers, threads, max
       itm-onnx run -m mqnet.onnx photo.jpg -o out/
       itm-onnx run -m mqnet-mixed.onnx photos/ --format png16,exr,hdr -o out/ --json
       itm-onnx run -m mqnet.onnx photos/ -o out/ --providers xnnpack,cpu --threads 4
+      itm-onnx run -m mqnet.onnx photos/ --format uhdr,avif,png-pq --html out/index.html -o out/
     """
     report = run_model(
         RunConfig(
             model=model, inputs=tuple(inputs), output_dir=output_dir,
             formats=None if formats.strip().lower() == "auto" else split_list(formats),
             providers=split_list(providers), threads=threads, max_pixels=max_pixels,
-            overlap_fraction=tile_overlap,
+            overlap_fraction=tile_overlap, peak_nits=peak_nits, html=html,
         ),
         log=progress,
     )
