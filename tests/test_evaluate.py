@@ -86,7 +86,7 @@ class EchoModel(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = MQNetConfig(output_encoding="mulaw")
+        self.config = MQNetConfig(output_encoding="mulaw", output_transform="bounded")
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

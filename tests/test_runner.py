@@ -346,9 +346,9 @@ def test_runner_api_on_a_quantized_model(tiny_export, tmp_path):
     qdq = tmp_path / "qdq.onnx"
     quantize_static(str(tiny_export[0]), str(qdq), Reader(), quant_format=QuantFormat.QDQ)
     runner = Runner(qdq, threads=1)
-    assert runner.notices == [] and runner.encoding == "mulaw"  # metadata survived
+    assert runner.notices == [] and runner.encoding == "mulaw-clip"  # metadata survived
     y = runner.predict(RNG.integers(0, 256, (70, 90, 3), dtype=np.uint8))
     assert y.shape == (70, 90, 3) and y.dtype == np.float32
     codes, linear = runner.to_codes(y), runner.to_linear(y)
     assert codes.dtype == np.uint16 and codes.max() <= 1023
-    assert linear.dtype == np.float32 and linear.min() >= 0 and linear.max() <= 1.0 + 1e-6
+    assert linear.dtype == np.float32 and linear.min() >= 0 and linear.max() <= 32.0 + 1e-4
