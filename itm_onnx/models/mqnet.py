@@ -42,10 +42,11 @@ than the clip level (no "dark holes" where the sensor saturated)::
 
 with ``c`` the smallest 10-bit code that decodes to >= 1.0. ``m`` is 1 at 254/255 and
 above, 0 below 250/255, per channel. The floor is applied to the base too, so that a
-clipped pixel starts at the clip level and a positive residual lifts it with a gradient (a floor on the output
-alone would stop the gradient exactly where highlights need recovering). All of it is
-element-wise float (Pow, Log, Clip, Relu, Mul, Add), in the output part that
-deployment keeps float.
+clipped pixel starts at the clip level and a positive residual lifts it with a
+gradient (a floor on the output alone would stop the gradient exactly where highlights
+need recovering). All of it is element-wise float (Pow, Log, Relu, Mul, Add, Sub; the
+clamp is written as two Relus, since NNAPI's Clip takes only ReLU1/ReLU6 bounds), in the
+output part that deployment keeps float.
 
 Dead zone (``residual_deadzone``, default 0.004 with ``"hdr"``): ``t`` is soft-thresholded,
 ``t - clamp(t, -d, d)``, before it is used. Where the photo needs no change (most of a
@@ -261,14 +262,15 @@ class OutputTransform(nn.Module):
             return torch.clamp(image + t, 0.0, 1.0)
         base = image
         if self.kind == "hdr" and self.deadzone > 0:
-            shrunk = t - torch.clamp(t, -self.deadzone, self.deadzone)
+            # = t - clamp(t, -d, d), written with Relu: NNAPI's Clip takes only ReLU1/6 bounds.
+            shrunk = torch.relu(t - self.deadzone) - torch.relu(t * -1.0 - self.deadzone)
             # Training sees the shrunk output but learns through it as if it were t
             # (straight-through), so that a residual can grow out of the dead zone.
             t = t + (shrunk - t).detach() if self.training else shrunk
         if self.kind == "hdr":  # the identity prediction enc(image ** 2.2), floored
             base = torch.log1p(torch.pow(image, 2.2) * self.mu) * (1.0 / self.log_span)
-            floor = torch.clamp((image - 250.0 / 255.0) * (255.0 / 4.0), 0.0, 1.0) \
-                * self.clip_floor
+            ramp = (image - 250.0 / 255.0) * (255.0 / 4.0)
+            floor = (torch.relu(ramp) - torch.relu(ramp - 1.0)) * self.clip_floor  # clamp 0..1
             base = base + torch.relu(floor - base)
         # = base + relu(t) * (1 - base) - relu(-t) * base, in fewer ops (module doc).
         relu_t = torch.relu(t)

@@ -258,6 +258,55 @@ class QATIELoss(nn.Module):
                 f"+ {w.outlier:g}*outlier-aware L1")
 
 
+# --- PU21: the real-light benchmark's own space --------------------------------------------------
+
+
+def pu21_torch(luminance: torch.Tensor) -> torch.Tensor:
+    """PU21 of absolute luminance in cd/m2 (itm_onnx.metrics.pu21, differentiable)."""
+    from ..metrics import _PU21, PU21_RANGE
+
+    p0, p1, p2, p3, p4, p5, p6 = _PU21
+    y = luminance.clamp(*PU21_RANGE) ** p3
+    return p6 * (((p0 + p1 * y) / (1.0 + p2 * y)) ** p4 - p5)
+
+
+class PU21Loss(nn.Module):
+    """MQNet's loss plus ``weight`` x the MSE of PU21-encoded RGB (relative to its peak^2).
+
+    For ``mulaw-clip`` outputs (radiance relative to the clip level, shown at 200 cd/m2):
+    the encoded-space terms keep every tone in play, the PU21 term weighs errors as the
+    real-light benchmark does, heavily near and above the clip level, where a small
+    needless boost of a barely clipped sky costs more than it could gain.
+    """
+
+    def __init__(self, weight: float = 100.0) -> None:
+        super().__init__()
+        from ..data.encoding import get_encoding
+        from ..metrics import CLIP_NITS, PU21_PEAK
+
+        self.base = ITMLoss()
+        self.weight, self.decode = weight, get_encoding("mulaw-clip").decode
+        self.nits, self.peak = CLIP_NITS, PU21_PEAK
+
+    def forward(self, prediction: torch.Tensor,
+                target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = self.base(prediction, target)
+        pu_pred = pu21_torch(self.decode(prediction) * self.nits)
+        pu_true = pu21_torch(self.decode(target) * self.nits)
+        pu_mse = F.mse_loss(pu_pred, pu_true) / self.peak**2
+        parts["pu21_mse"] = float(pu_mse.detach())
+        return total + self.weight * pu_mse, parts
+
+    def describe(self) -> str:
+        return f"{self.base.describe()} + {self.weight:g}*MSE(PU21)/PU21_peak^2"
+
+
+def build_pu21_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> PU21Loss:
+    if vgg_weights or log_mse_weight:
+        raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm")
+    return PU21Loss()
+
+
 # --- registry -----------------------------------------------------------------------------------
 
 def build_itm_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> ITMLoss:
@@ -276,4 +325,5 @@ def build_qatie_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.
 
 # Loss name -> builder(vgg_weights=..., log_mse_weight=...) returning a module whose
 # forward(prediction, target) gives (total, {part: float}) and describe() a line.
-LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": build_qatie_loss}
+LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": build_qatie_loss,
+                                               "pu21": build_pu21_loss}
