@@ -40,11 +40,11 @@ from PIL import Image, ImageDraw
 
 from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr
 from .errors import ItmOnnxError, UsageError
+from .run_batch import collect_inputs
 from .runner import (
     DEFAULT_OUTPUT_BITS,
     Geometry,
     Runner,
-    collect_inputs,
     output_codes,
     predict_with,
 )

@@ -9,7 +9,8 @@ import click
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..display import DEFAULT_PEAK_NITS, MAX_PEAK_NITS, MIN_PEAK_NITS
 from ..errors import ItmOnnxError
-from ..runner import FORMATS, TILE_OVERLAP_FRACTION, RunConfig, RunReport, run_model
+from ..run_batch import RunConfig, RunReport, run_model
+from ..runner import FORMATS, TILE_OVERLAP_FRACTION
 from .common import emit, json_option, progress
 
 # Options `itm-onnx validate` (and later stages) share with `run`.
