@@ -40,6 +40,7 @@ from .. import onnx_meta
 from ..errors import ItmOnnxError, UsageError
 from ..paths import default_calibration_dir
 from ..utils.atomic import atomic_output
+from ..utils.progress import bar
 from . import report as qreport
 from .calibration import (
     DEFAULT_DYNAMIC_SIZE,
@@ -129,7 +130,8 @@ def quantize_model(config: QuantizeConfig,
         return _copy_through(config, source, source_bytes)
     _ensure_tags(source, config)
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="itm-onnx-quant-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="itm-onnx-quant-") as tmp,
+          bar(f"quantize {config.scheme}", total=4, unit="step") as steps):
         work = Path(tmp)
         started = time.perf_counter()
         progress("preparing the float model (rewrites, quant_pre_process)")
@@ -137,6 +139,7 @@ def quantize_model(config: QuantizeConfig,
         prepared_bytes = prepared.read_bytes()
         shape = _calibration_shape(source, config)
         timings["prepare"] = _since(started)
+        steps.update(1)
 
         started = time.perf_counter()
         images = load_calibration_images(_calibration_dir(config), config.calibration_settings)
@@ -147,6 +150,7 @@ def quantize_model(config: QuantizeConfig,
                           _input_name(source), shape, images, config.calibration_settings,
                           _cache_dir(config), nodes=calibrated_nodes(prepared, scheme))
         timings["calibrate"] = _since(started)
+        steps.update(1)
 
         started = time.perf_counter()
         progress(f"quantizing ({config.scheme})")
@@ -164,6 +168,7 @@ def quantize_model(config: QuantizeConfig,
             raise ItmOnnxError(f"quantized model fails the ONNX checker: {exc}") from None
         model_bytes = model.SerializeToString(deterministic=True)
         timings["quantize"] = _since(started)
+        steps.update(1)
 
         started = time.perf_counter()
         progress("analysing the quantized model")
@@ -174,6 +179,7 @@ def quantize_model(config: QuantizeConfig,
                                            images, shape, config, scheme.session_options,
                                            native=calib.info.get("scale") == "native")
         timings["report"] = _since(started)
+        steps.update(1)
 
     result = QuantizeReport(
         artifact=str(config.output), report_file=None,
