@@ -3,6 +3,7 @@ only the tensors a scheme needs, and byte-identical artifacts from the fast path
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -192,3 +193,17 @@ def test_deployed_scale_crops_are_windows_of_full_frames(tmp_path):
         assert any(np.array_equal(small, w) for w in windows)
     with pytest.raises(ValueError, match="smaller"):
         make_calibration_set(tmp_path / "bad", count=1, size=(64, 64), render_size=(32, 32))
+
+
+def test_whole_image_tensors_can_be_calibrated_at_the_deployed_size(tiny_export, native_calib,
+                                                                   tmp_path):
+    native = _quantize(tiny_export[0], tmp_path / "n.onnx", native_calib, tmp_path / "c")
+    deployed = _quantize(tiny_export[0], tmp_path / "d.onnx", native_calib, tmp_path / "c",
+                         global_images=2)
+    assert native.calibration["whole_image_images"] == 0
+    assert deployed.calibration["whole_image_images"] == 2
+    assert deployed.calibration["key"] != native.calibration["key"]
+    ranges = [json.loads(Path(r.calibration["ranges"]).read_text())["data"]
+              for r in (native, deployed)]
+    assert ranges[0].keys() == ranges[1].keys()
+    assert ranges[0] != ranges[1]  # the pooled tensors saw other images
