@@ -22,6 +22,7 @@ from typing import Any
 
 from .checkpoint import read_checkpoint_metadata
 from .export import ExportConfig, export_model, resolve_checkpoint
+from .utils.progress import bar
 
 
 @dataclass
@@ -58,32 +59,38 @@ def run_pipeline(config: PipelineConfig,
     if checkpoint is not None and checkpoint_is_qat(checkpoint):
         return _run_qat_pipeline(config, export_config, checkpoint, out, stem, log)
 
-    log(f"[1/4] export {config.model} at {config.height}x{config.width}")
-    fp32 = export_model(export_config)
-    reports["export"] = fp32
+    with bar("pipeline", total=4, unit="stage") as stages:
+        log(f"[1/4] export {config.model} at {config.height}x{config.width}")
+        fp32 = export_model(export_config)
+        reports["export"] = fp32
+        stages.update(1)
 
-    log("[2/4] quantize --mixed")
-    mixed = quantize_model(QuantizeConfig(model=Path(fp32.artifact),
-                                          output=out / f"{stem}-mixed.onnx"))
-    reports["quantize"] = mixed
+        log("[2/4] quantize --mixed")
+        mixed = quantize_model(QuantizeConfig(model=Path(fp32.artifact),
+                                              output=out / f"{stem}-mixed.onnx"), progress=log)
+        reports["quantize"] = mixed
+        stages.update(1)
 
-    log("[3/4] validate fp32 vs mixed")
-    fidelity = validate(ValidateConfig(fp32=Path(fp32.artifact), quantized=Path(mixed.artifact),
-                                       count=config.validate_images,
-                                       report=out / "validate-report.png",
-                                       threads=config.threads), log)
-    reports["validate"] = fidelity
+        log("[3/4] validate fp32 vs mixed")
+        fidelity = validate(ValidateConfig(fp32=Path(fp32.artifact),
+                                           quantized=Path(mixed.artifact),
+                                           count=config.validate_images,
+                                           report=out / "validate-report.png",
+                                           threads=config.threads), log)
+        reports["validate"] = fidelity
+        stages.update(1)
 
-    log("[4/4] bench against the peers")
-    peers = build_peers(PeerConfig(fp32=Path(fp32.artifact), work_dir=out / "peers",
-                                   build_mixed=False), progress=log)
-    specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", Path(mixed.artifact))] + peers[3:]
-    count = config.validate_images
-    rows = run_bench(BenchConfig(models=specs, threads=config.threads, runs=config.bench_runs,
-                                 fidelity_images=count),
-                     progress=log, images=lambda h, w: heldout_images(h, w, count))
-    title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
-    reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
+        log("[4/4] bench against the peers")
+        peers = build_peers(PeerConfig(fp32=Path(fp32.artifact), work_dir=out / "peers",
+                                       build_mixed=False), progress=log)
+        specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", Path(mixed.artifact))] + peers[3:]
+        count = config.validate_images
+        rows = run_bench(BenchConfig(models=specs, threads=config.threads,
+                                     runs=config.bench_runs, fidelity_images=count),
+                         progress=log, images=lambda h, w: heldout_images(h, w, count))
+        title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
+        reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
+        stages.update(1)
     return reports
 
 

@@ -16,6 +16,7 @@ from itm_onnx.cli import main
 from itm_onnx.quantize import CalibrationSettings, QuantizeConfig, quantize_model
 from itm_onnx.quantize.api import code_error_summary, codes10
 from itm_onnx.quantize.rewrite import HEAD_REWRITES, REWRITES, apply_rewrites
+from itm_onnx.quantize.schemes import QuantOptions
 
 MIN_IMAGES = 4
 
@@ -179,9 +180,10 @@ def test_same_inputs_give_byte_identical_models_and_calibration_is_cached(
     assert fresh.calibration["cached"] is False
     assert (tmp_path / "again.onnx").read_bytes() == path.read_bytes()
     assert (tmp_path / "fresh.onnx").read_bytes() == path.read_bytes()
-    other = _quantize(tiny_export[0], tmp_path / "entropy.onnx", calib_dir, cache_dir,
-                      scheme="full-int8")
-    assert other.calibration["cached"] is True  # another scheme reuses the same ranges
+    other = _quantize(tiny_export[0], tmp_path / "per-tensor.onnx", calib_dir, cache_dir,
+                      options=QuantOptions(per_channel=False))
+    assert other.calibration["cached"] is True  # other quantizer options reuse the ranges
+    assert (tmp_path / "per-tensor.onnx").read_bytes() != path.read_bytes()
 
 
 def test_rewrites_are_exact_in_float(tiny_export):

@@ -4,7 +4,8 @@
 2. ``naive-mixed``: the obvious recipe with ORT's tools: ``quant_pre_process``, then
    ``quantize_static(QDQ, per_channel=True, QUInt8 activations, QInt8 weights,
    nodes_to_exclude=<head nodes>)``, nothing else (no rewrites, full-range weights,
-   default session options), calibrated on the same images with ``quantize_static``'s
+   default session options), calibrated on the same images as ours, fed the same way
+   (at native scale; ``itm_onnx.quantize.calibration``), with ``quantize_static``'s
    default method (MinMax), whatever ``--calibrate-method`` says for ours.
 3. ``full-int8``: ``itm-onnx quantize --full-int8``.
 4. ``mixed``: ``itm-onnx quantize --mixed`` (unless the caller brings its own model).
