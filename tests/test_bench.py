@@ -127,3 +127,49 @@ def test_sizes_dynamic_models_and_fixed_mismatch(tmp_path):
     assert by_size[("dyn", "64x96")].status == "ok"
     assert by_size[("fixed", "64x96")].status.startswith("skipped: fixed input 32x48")
     assert by_size[("fixed", "32x48")].median_ms is not None
+
+
+XEON = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse avx2 avx512f avx_vnni avx512_vnni amx_tile amx_int8
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Processor
+"""
+EPYC = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse fma avx2\n"
+NEOVERSE = ("processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp i8mm\n"
+            "CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
+
+
+def test_cpu_facts_name_the_int8_dot_product_instructions():
+    from itm_onnx.bench.machine import cpuinfo_facts
+
+    xeon = cpuinfo_facts(XEON)
+    assert xeon["model"] == "Intel(R) Xeon(R) Processor"
+    assert xeon["int8_dot_product"] == ["AVX2", "AVX-VNNI", "AVX512-VNNI", "AMX-INT8"]
+    assert xeon["vnni_or_amx"]
+    epyc = cpuinfo_facts(EPYC)
+    assert epyc["int8_dot_product"] == ["AVX2"] and not epyc["vnni_or_amx"]
+    arm = cpuinfo_facts(NEOVERSE)
+    assert arm["int8_dot_product"] == ["dotprod", "i8mm"] and arm["arm_dotprod"]
+    assert arm["model"] == "ARM implementer 0x41 part 0xd0c"
+
+
+def test_json_has_the_machine_and_each_models_top_ops(models, runner):
+    result = runner.invoke(main, ["bench", "--model", str(models[0]), "--model", str(models[1]),
+                                  "--runs", "2", "--no-memory", "--no-chart", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    machine = data["machine"]
+    assert machine["model"] and machine["logical_cpus"] >= 1 and machine["onnxruntime"]
+    assert isinstance(machine["int8_dot_product"], list)
+    for row in data["rows"]:
+        profile = row["profile"]
+        assert profile["runs"] == 2 and profile["trace"] is None  # summarized, not kept
+        assert profile["by_op_type_ms"] and all(ms >= 0 for _, ms in profile["by_op_type_ms"])
+    skipped = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "1",
+                                   "--no-memory", "--no-chart", "--no-profile", "--json"])
+    assert json.loads(skipped.stdout)["rows"][0]["profile"] == {}
+    human = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "1",
+                                 "--no-memory", "--no-chart"])
+    assert "int8 dot-product instructions" in human.output and "by op type" in human.output

@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ import onnxruntime as ort
 from .. import onnx_meta
 from ..errors import ItmOnnxError, UsageError
 from ..runner import build_session_options
+from ..utils.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,10 @@ class BenchConfig:
     fidelity_images: int = 0  # held-out images for fidelity vs the first model (0: none)
     fidelity_seed: int = 0
     seed: int = 0  # of the random input image used for timing
-    profile_dir: Path | None = None  # ORT profiler traces + per-op summary per model
+    # ORT's profiler on each ONNX model (a separate session after the timing, so that
+    # the timed runs stay clean): top ops and nodes by time in every row.
+    profile: bool = True
+    profile_dir: Path | None = None  # keep the traces here (None: a temporary folder)
     profile_runs: int = 2
 
 
@@ -269,10 +274,10 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
         progress(f"fidelity on {config.fidelity_images} held-out image(s)")
         _fidelity(targets, images(height, width))
     del targets  # free the sessions before the child processes run
-    if config.profile_dir is not None:
+    if config.profile or config.profile_dir is not None:
         for row, spec in zip(rows, config.models, strict=True):
-            if row.status == "ok" and not spec.is_torch:
-                progress(f"profiling {spec.label}")
+            if row.status == "ok" and spec.path is not None:
+                progress(f"profiling {spec.label} (ONNX Runtime profiler, separate session)")
                 row.profile = profile_model(spec, provider, image, config)
     if config.memory:
         for row, spec in zip(rows, config.models, strict=True):
@@ -291,13 +296,15 @@ def _time_alternating(targets: list, image: np.ndarray, config: BenchConfig) -> 
         for _ in range(config.warmup):
             target.run(image)
     times: list[list[float]] = [[] for _ in targets]
-    for round_index in range(config.runs):
-        order = list(range(len(targets)))
-        shift = round_index % max(1, len(order))
-        for k in order[shift:] + order[:shift]:
-            started = time.perf_counter()
-            targets[k][1].run(image)
-            times[k].append((time.perf_counter() - started) * 1000.0)
+    with bar("timed runs", config.runs * len(targets), unit="run") as progress_bar:
+        for round_index in range(config.runs):
+            order = list(range(len(targets)))
+            shift = round_index % max(1, len(order))
+            for k in order[shift:] + order[:shift]:
+                started = time.perf_counter()
+                targets[k][1].run(image)
+                times[k].append((time.perf_counter() - started) * 1000.0)
+                progress_bar.update(1)
     for (row, _), samples in zip(targets, times, strict=True):
         if samples:
             row.times_ms = [round(t, 3) for t in samples]
@@ -311,19 +318,23 @@ def profile_model(spec: ModelSpec, provider: str, image: np.ndarray,
     """Where the time goes: ONNX Runtime's own profiler (``enable_profiling``), run in a
     separate session after the timing (profiling slows every node down a little), summed
     per op type and per node, in ms per run."""
-    folder = Path(config.profile_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    options, kwargs, _ = build_session_options(options_for(spec), config.threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / _slug(spec.label))
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(spec.path), options, providers=[provider], **kwargs)
-    name = session.get_inputs()[0].name
-    session.run(None, {name: image})  # warm-up, also profiled: dropped below
-    for _ in range(config.profile_runs):
-        session.run(None, {name: image})
-    trace = Path(session.end_profiling())
-    return summarize_profile(trace)
+    keep = config.profile_dir is not None
+    with tempfile.TemporaryDirectory(prefix="itm-onnx-profile-") as tmp:
+        folder = Path(config.profile_dir) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        options, kwargs, _ = build_session_options(options_for(spec), config.threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / _slug(spec.label))
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(spec.path), options, providers=[provider], **kwargs)
+        name = session.get_inputs()[0].name
+        session.run(None, {name: image})  # warm-up, also profiled: dropped below
+        for _ in range(config.profile_runs):
+            session.run(None, {name: image})
+        summary = summarize_profile(Path(session.end_profiling()))
+    if not keep:
+        summary["trace"] = None  # summarized, then deleted with the temporary folder
+    return summary
 
 
 def summarize_profile(trace: Path, top: int = 12) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..bench import BenchConfig, ModelSpec, Row, parse_sizes, rows_to_dicts, run_bench
+from ..bench.machine import describe, load_average, machine_facts
 from ..quantize import METHODS, CalibrationSettings
 from .common import emit, json_option, progress
 
@@ -73,22 +74,27 @@ def print_table(rows: list[Row]) -> None:
                    "with --peers, else 0).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-RSS child processes.")
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path), default=None,
-              help="Also run ONNX Runtime's profiler on each model; traces go to this folder "
-                   "and the top ops/nodes into the output.")
+              help="Keep ONNX Runtime's profiler traces in this folder (the top ops/nodes "
+                   "by time are in the output either way).")
+@click.option("--no-profile", is_flag=True,
+              help="Skip the profiled run per model (its own session, after the timing).")
 @click.option("--chart", type=click.Path(path_type=Path), default=Path("bench.png"),
               show_default=True, help="PNG chart of latency and memory.")
 @click.option("--no-chart", is_flag=True, help="Do not write the chart.")
 @json_option
 def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpoint, work_dir,
-                  calibration, calibrate_method, fidelity_images, no_memory, profile_dir, chart,
-                  no_chart, as_json):
+                  calibration, calibrate_method, fidelity_images, no_memory, profile_dir,
+                  no_profile, chart, no_chart, as_json):
     """Benchmark ONNX models side by side in one process.
 
     Models run alternately (order rotated each round) after warm-up; reported: min,
     median, p90, the median's ratio to the first model, session creation time, and
     peak RSS measured in a child process per model. Each model gets the ONNX Runtime
     settings its metadata recommends; --threads applies to all. With --peers, the peers
-    are built from an fp32 export and fidelity is measured on held-out images.
+    are built from an fp32 export and fidelity is measured on held-out images. The
+    output names the CPU, its int8 dot-product instructions (AVX2, AVX-VNNI,
+    AVX512-VNNI, AMX; dotprod, i8mm on ARM) and the load average, and each model's top
+    ops by time from ONNX Runtime's profiler (a separate run after the timing).
 
     \b
     Examples:
@@ -97,6 +103,7 @@ def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpo
       itm-onnx bench --model m.onnx --ep cpu,xnnpack --size 256x256,512x512 --json
     """
     log = (lambda _: None) if as_json else progress
+    machine = machine_facts()  # before the work: the load average says what else ran
     specs = [ModelSpec(p.stem, Path(p)) for p in models]
     with tempfile.TemporaryDirectory(prefix="itm-onnx-bench-") as tmp:
         if peers_fp32 is not None:
@@ -115,12 +122,14 @@ def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpo
             models=specs, sizes=parse_sizes(sizes) if sizes else [],
             eps=[e.strip() for e in eps.split(",") if e.strip()], threads=threads, runs=runs,
             warmup=warmup, memory=not no_memory, fidelity_images=count,
-            profile_dir=profile_dir)
+            profile=not no_profile, profile_dir=profile_dir)
         from ..bench.fidelity import heldout_images
 
         rows = run_bench(config, progress=log, images=lambda h, w: heldout_images(h, w, count))
+    machine["load_average_at_end"] = load_average()
     result = {"config": {"threads": threads, "runs": runs, "warmup": warmup, "eps": config.eps,
-                         "fidelity_images": count}, "rows": rows_to_dicts(rows)}
+                         "fidelity_images": count}, "machine": machine,
+              "rows": rows_to_dicts(rows)}
     if not no_chart and any(r.median_ms for r in rows):
         from ..bench.chart import draw_chart
 
@@ -131,11 +140,13 @@ def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpo
 
 def _print(rows: list[Row], result: dict) -> None:
     print_table(rows)
+    click.echo(describe(result["machine"]))
     for row in rows:
         if row.profile:
             ops = row.profile["by_op_type_ms"][:6]
             top = ", ".join(f"{k} {v:.0f}" for k, v in ops)
+            trace = f"; trace {row.profile['trace']}" if row.profile.get("trace") else ""
             click.echo(f"profile {row.label}: {row.profile['run_ms']} ms/run; by op type (ms): "
-                       f"{top}; trace {row.profile['trace']}")
+                       f"{top}{trace}")
     if "chart" in result:
         click.echo(f"chart: {result['chart']}")
