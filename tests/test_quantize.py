@@ -444,3 +444,41 @@ def test_missing_model_and_output_folder(runner, tiny_export, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     _one_line_error(_cli(runner, bad, tmp_path / "q.onnx"), 1)
+
+
+def test_target_nnapi_gives_one_partition_covering_every_node(runner, tiny_export, calib_dir,
+                                                              cache_dir, tmp_path):
+    from itm_onnx.mobile import analysed_model, checker_coverage
+
+    out = tmp_path / "nnapi.onnx"
+    result = _cli(runner, tiny_export[0], out, "--target", "nnapi", "--calibration",
+                  str(calib_dir), "--cache-dir", str(cache_dir), "--error-images", "0", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    checker = data["target"]["nnapi_checker"]
+    assert checker["whole_model"] and checker["partitions"] == 1
+    assert data["rewrites"] == {}  # the recipe's --rewrites none
+    assert "float_gates" in data["target"]["mobile_passes"]
+    # The artifact on disk is the one reported, and ORT's checker agrees on it.
+    assert data["sha256"] == __import__("hashlib").sha256(out.read_bytes()).hexdigest()
+    nnapi = checker_coverage(analysed_model(out))[0]
+    assert nnapi.whole_model and nnapi.nodes_total == checker["nodes_total"]
+    saved = json.loads(out.with_suffix(".quant.json").read_text())
+    assert saved["target"]["name"] == "nnapi"
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "float_gates" in json.loads(meta["itm_onnx.mobile_passes"])
+    assert data["counts"]["head_weight_grid"]["all_on_grid"]
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    y = ort.InferenceSession(str(out)).run(None, {"ldr": x})[0]
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_target_nnapi_refuses_other_schemes_and_dynamic_models(runner, tiny_export, tmp_path):
+    result = runner.invoke(main, ["quantize", "--full-int8", "--target", "nnapi", "--model",
+                                  str(tiny_export[0]), "-o", str(tmp_path / "q.onnx")])
+    assert "--target nnapi supports --mixed" in _one_line_error(result, 2)
+    dynamic = _dynamic_copy(tiny_export[0], tmp_path / "dyn.onnx")
+    output = _one_line_error(_cli(runner, dynamic, tmp_path / "q.onnx", "--target", "nnapi"), 2)
+    assert "fixed-shape export" in output
+    assert not (tmp_path / "q.onnx").exists()
