@@ -173,3 +173,36 @@ def test_json_has_the_machine_and_each_models_top_ops(models, runner):
     human = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "1",
                                  "--no-memory", "--no-chart"])
     assert "int8 dot-product instructions" in human.output and "by op type" in human.output
+
+
+def test_rows_that_cannot_run_say_why_and_litert_without_its_extra(models, tmp_path):
+    from itm_onnx.bench import litert
+    from itm_onnx.bench.peers import PeerConfig, litert_peers
+
+    rows = run_bench(BenchConfig(models=[ModelSpec("small", models[0]),
+                                         ModelSpec("absent", unavailable="not installed: x")],
+                                 runs=1, memory=False, profile=False))
+    assert rows[0].status == "ok" and rows[1].status == "not installed: x"
+    assert rows[1].median_ms is None
+    if litert.missing_packages():
+        specs = litert_peers(PeerConfig(fp32=models[0], work_dir=tmp_path), lambda _: None)
+        assert [s.label for s in specs] == list(litert.VARIANTS)
+        assert all("pip install '.[litert]'" in s.unavailable for s in specs)
+
+
+def test_litert_peer_runs_a_converted_model(tmp_path, random_checkpoint):
+    """Only where the [litert] extra is installed: convert, quantize, run, compare."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("litert_torch")
+    from itm_onnx.bench import litert
+
+    calibration = [np.random.default_rng(i).random((1, 3, 64, 64), dtype=np.float32)
+                   for i in range(2)]
+    built = litert.build_litert_models(random_checkpoint, "mqnet", (64, 64), calibration,
+                                       tmp_path / "cache")
+    assert list(built) == list(litert.VARIANTS)
+    rows = run_bench(BenchConfig(models=[ModelSpec(k, tflite=v) for k, v in built.items()],
+                                 runs=1, memory=True, profile=False, sizes=[(64, 64)]))
+    assert all(r.status == "ok" and r.median_ms > 0 and r.peak_rss_mb for r in rows), rows
+    out = litert.LiteRTRunner(built["litert fp32 (XNNPACK)"], 1)(calibration[0])
+    assert out.shape == (1, 3, 64, 64) and np.isfinite(out).all()

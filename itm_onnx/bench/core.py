@@ -63,10 +63,16 @@ class ModelSpec:
     model_name: str = "mqnet"
     # ONNX Runtime settings to use instead of those the model's metadata recommends
     session_options: dict[str, Any] | None = None
+    tflite: Path | None = None  # a LiteRT model, run in its interpreter (bench.litert)
+    unavailable: str | None = None  # why this row cannot run here (e.g. a missing extra)
 
     @property
     def is_torch(self) -> bool:
         return self.checkpoint is not None
+
+    @property
+    def is_litert(self) -> bool:
+        return self.tflite is not None
 
 
 @dataclass
@@ -163,8 +169,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _: N
     if not config.models:
         raise UsageError("no model to benchmark: pass --model (or --peers FP32.onnx)")
     for spec in config.models:
-        if spec.path is not None and not Path(spec.path).is_file():
-            raise UsageError(f"model {spec.path} does not exist")
+        for path in (spec.path, spec.tflite):
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"model {path} does not exist")
     resolved = [(ep, *resolve_ep(ep)) for ep in config.eps]
     unknown = [status for _, provider, status in resolved if status.startswith("unknown")]
     if unknown:
@@ -190,7 +197,11 @@ def _default_sizes(models: list[ModelSpec]) -> list[tuple[int, int]]:
 
 
 def _model_text(spec: ModelSpec) -> str:
-    return str(spec.path) if spec.path is not None else f"pytorch eager {spec.checkpoint}"
+    if spec.tflite is not None:
+        return str(spec.tflite)
+    if spec.checkpoint is not None:
+        return f"pytorch eager {spec.checkpoint}"
+    return str(spec.path) if spec.path is not None else ""
 
 
 class _Target:
@@ -202,6 +213,10 @@ class _Target:
         started = time.perf_counter()
         if spec.is_torch:
             self._make_torch(threads)
+        elif spec.is_litert:
+            from .litert import LiteRTRunner
+
+            self.run = LiteRTRunner(Path(spec.tflite), threads)
         else:
             self._make_onnx(provider, threads)
         self.session_s = time.perf_counter() - started
@@ -255,12 +270,16 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
     for spec in config.models:
         row = Row(spec.label, _model_text(spec), f"{height}x{width}", ep)
         rows.append(row)
+        if spec.unavailable:
+            row.status = spec.unavailable
+            continue
         fixed = fixed_size(spec.path) if spec.path is not None else None
         if fixed is not None and fixed != size:
             row.status = f"skipped: fixed input {fixed[0]}x{fixed[1]}"
             continue
-        if spec.is_torch and provider != "CPUExecutionProvider":
-            row.status = "skipped: PyTorch eager runs on the CPU only here"
+        if (spec.is_torch or spec.is_litert) and provider != "CPUExecutionProvider":
+            row.status = ("skipped: PyTorch eager runs on the CPU only here" if spec.is_torch
+                          else "skipped: LiteRT runs in its own interpreter (XNNPACK), once")
             continue
         progress(f"loading {spec.label}")
         target = _Target(spec, provider, config.threads)
@@ -382,6 +401,8 @@ def _peak_rss(spec: ModelSpec, provider: str, size: tuple[int, int],
                                "runs": config.memory_runs}
     if spec.is_torch:
         request.update(kind="torch", checkpoint=str(spec.checkpoint), model_name=spec.model_name)
+    elif spec.is_litert:
+        request.update(kind="litert", model=str(spec.tflite))
     else:
         request.update(kind="onnx", model=str(spec.path), provider=provider,
                        session_options=options_for(spec))

@@ -72,6 +72,9 @@ def print_table(rows: list[Row]) -> None:
 @click.option("--fidelity-images", type=click.IntRange(0), default=None,
               help=f"Held-out images for the fidelity columns (default {PEER_FIDELITY_IMAGES} "
                    "with --peers, else 0).")
+@click.option("--no-litert", is_flag=True,
+              help="With --peers: leave out the LiteRT/XNNPACK peers (fp32, static int8, "
+                   "dynamic-range int8; need pip install '.[litert]').")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-RSS child processes.")
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path), default=None,
               help="Keep ONNX Runtime's profiler traces in this folder (the top ops/nodes "
@@ -83,7 +86,8 @@ def print_table(rows: list[Row]) -> None:
 @click.option("--no-chart", is_flag=True, help="Do not write the chart.")
 @json_option
 def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpoint, work_dir,
-                  calibration, calibrate_method, fidelity_images, no_memory, profile_dir,
+                  calibration, calibrate_method, fidelity_images, no_litert, no_memory,
+                  profile_dir,
                   no_profile, chart, no_chart, as_json):
     """Benchmark ONNX models side by side in one process.
 
@@ -112,7 +116,8 @@ def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpo
             peers = build_peers(PeerConfig(
                 fp32=peers_fp32, work_dir=work_dir or Path(tmp), calibration=calibration,
                 calibration_settings=CalibrationSettings(method=calibrate_method),
-                build_mixed=not specs, checkpoint=checkpoint), progress=log)
+                build_mixed=not specs, checkpoint=checkpoint, litert=not no_litert),
+                progress=log)
             specs = [s for s in peers if not s.is_torch] + specs + [s for s in peers if s.is_torch]
         elif checkpoint is not None:
             specs.append(ModelSpec("pytorch eager", checkpoint=checkpoint))
