@@ -54,7 +54,7 @@ class PeerConfig:
     build_mixed: bool = True
     checkpoint: Path | None = None
     model_name: str = "mqnet"
-    litert: bool = True  # the LiteRT peers (rows saying how to get them if absent)
+    litert: bool = False  # the LiteRT peers (rows saying how to get them if absent)
     litert_cache: Path | None = None  # None: default_cache_dir() / "litert"
 
 
