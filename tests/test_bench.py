@@ -164,6 +164,7 @@ def test_json_has_the_machine_and_each_models_top_ops(models, runner):
     assert machine["model"] and machine["logical_cpus"] >= 1 and machine["onnxruntime"]
     assert isinstance(machine["int8_dot_product"], list)
     for row in data["rows"]:
+        assert row["cpu_median_ms"] > 0  # CPU time per run, beside the wall time
         profile = row["profile"]
         assert profile["runs"] == 2 and profile["trace"] is None  # summarized, not kept
         assert profile["by_op_type_ms"] and all(ms >= 0 for _, ms in profile["by_op_type_ms"])

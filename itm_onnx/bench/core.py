@@ -114,6 +114,9 @@ class Row:
     fidelity: dict[str, Any] = field(default_factory=dict)
     session_options: dict[str, Any] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)
+    # CPU time of this process per run (all threads), median: the work a run takes,
+    # which other processes on a shared machine inflate far less than the wall time.
+    cpu_median_ms: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
 
 
@@ -315,17 +318,20 @@ def _time_alternating(targets: list, image: np.ndarray, config: BenchConfig) -> 
         for _ in range(config.warmup):
             target.run(image)
     times: list[list[float]] = [[] for _ in targets]
+    cpu: list[list[float]] = [[] for _ in targets]
     with bar("timed runs", config.runs * len(targets), unit="run") as progress_bar:
         for round_index in range(config.runs):
             order = list(range(len(targets)))
             shift = round_index % max(1, len(order))
             for k in order[shift:] + order[:shift]:
-                started = time.perf_counter()
+                cpu_started, started = time.process_time(), time.perf_counter()
                 targets[k][1].run(image)
                 times[k].append((time.perf_counter() - started) * 1000.0)
+                cpu[k].append((time.process_time() - cpu_started) * 1000.0)
                 progress_bar.update(1)
-    for (row, _), samples in zip(targets, times, strict=True):
+    for (row, _), samples, cpu_samples in zip(targets, times, cpu, strict=True):
         if samples:
+            row.cpu_median_ms = round(float(np.median(cpu_samples)), 3)
             row.times_ms = [round(t, 3) for t in samples]
             row.min_ms = round(float(np.min(samples)), 3)
             row.median_ms = round(float(np.median(samples)), 3)
