@@ -20,9 +20,11 @@ versions) under the itm-onnx cache, since conversion takes about a minute at
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,8 @@ def build_litert_models(checkpoint: Path, model_name: str, size: tuple[int, int]
     fp32 = folder / "fp32.tflite"
     if not fp32.is_file():
         progress(f"converting {checkpoint.name} to LiteRT at {size[0]}x{size[1]} (litert-torch)")
-        _convert(checkpoint, model_name, size, fp32)
+        with _stdout_to_stderr():  # its progress lines would corrupt `bench --json`
+            _convert(checkpoint, model_name, size, fp32)
     built = {}
     for label, recipe in VARIANTS.items():
         if recipe is None:
@@ -83,9 +86,15 @@ def build_litert_models(checkpoint: Path, model_name: str, size: tuple[int, int]
                          else f"{recipe}.tflite")
         if not path.is_file():
             progress(f"quantizing the LiteRT model: {recipe} (ai-edge-quantizer)")
-            _quantize(fp32, recipe, calibration, path)
+            with _stdout_to_stderr():
+                _quantize(fp32, recipe, calibration, path)
         built[label] = path
     return built
+
+
+def _stdout_to_stderr():
+    """The converter and quantizer print progress on stdout: send it to stderr."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _convert(checkpoint: Path, model_name: str, size: tuple[int, int], output: Path) -> None:
