@@ -41,7 +41,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -777,7 +777,8 @@ class PrepareReport:
         return data
 
 
-def fold_weight_dequantize(model: onnx.ModelProto) -> list[str]:
+def fold_weight_dequantize(model: onnx.ModelProto,
+                           only: Collection[str] | None = None) -> list[str]:
     """Replace a DequantizeLinear of a constant that feeds float nodes by its float value.
 
     MQNet's head keeps int8 weights with float activations: ``DequantizeLinear(int8
@@ -785,14 +786,16 @@ def fold_weight_dequantize(model: onnx.ModelProto) -> list[str]:
     data only, and a float Conv needs its weight as an initializer), and ORT's CPU
     provider has no such hybrid kernel either: it dequantizes the weight on every run.
     Storing the dequantized float32 values is exact (the same ``(q - zp) * scale`` in
-    float32) and costs only the file size of the head's few thousand weights.
+    float32) and costs only the file size of the head's few thousand weights. ``only``:
+    fold just the DequantizeLinear nodes of these names (``quantize --mixed`` uses it).
     """
     g = _GraphIndex(model)
     units = qdq_units(model, g)
     in_units = {n.name for nodes in units.values() for n in nodes}
     changed = []
     for node in list(model.graph.node):
-        if node.op_type != "DequantizeLinear" or node.name in in_units:
+        if node.op_type != "DequantizeLinear" or node.name in in_units or (
+                only is not None and node.name not in only):
             continue
         values = [g.const(i) if i else None for i in node.input]
         if values[0] is None or values[1] is None or (len(values) > 2 and values[2] is None

@@ -127,3 +127,83 @@ def test_sizes_dynamic_models_and_fixed_mismatch(tmp_path):
     assert by_size[("dyn", "64x96")].status == "ok"
     assert by_size[("fixed", "64x96")].status.startswith("skipped: fixed input 32x48")
     assert by_size[("fixed", "32x48")].median_ms is not None
+
+
+XEON = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse avx2 avx512f avx_vnni avx512_vnni amx_tile amx_int8
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Processor
+"""
+EPYC = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse fma avx2\n"
+NEOVERSE = ("processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp i8mm\n"
+            "CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
+
+
+def test_cpu_facts_name_the_int8_dot_product_instructions():
+    from itm_onnx.bench.machine import cpuinfo_facts
+
+    xeon = cpuinfo_facts(XEON)
+    assert xeon["model"] == "Intel(R) Xeon(R) Processor"
+    assert xeon["int8_dot_product"] == ["AVX2", "AVX-VNNI", "AVX512-VNNI", "AMX-INT8"]
+    assert xeon["vnni_or_amx"]
+    epyc = cpuinfo_facts(EPYC)
+    assert epyc["int8_dot_product"] == ["AVX2"] and not epyc["vnni_or_amx"]
+    arm = cpuinfo_facts(NEOVERSE)
+    assert arm["int8_dot_product"] == ["dotprod", "i8mm"] and arm["arm_dotprod"]
+    assert arm["model"] == "ARM implementer 0x41 part 0xd0c"
+
+
+def test_json_has_the_machine_and_each_models_top_ops(models, runner):
+    result = runner.invoke(main, ["bench", "--model", str(models[0]), "--model", str(models[1]),
+                                  "--runs", "2", "--no-memory", "--no-chart", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    machine = data["machine"]
+    assert machine["model"] and machine["logical_cpus"] >= 1 and machine["onnxruntime"]
+    assert isinstance(machine["int8_dot_product"], list)
+    for row in data["rows"]:
+        assert row["cpu_median_ms"] > 0  # CPU time per run, beside the wall time
+        profile = row["profile"]
+        assert profile["runs"] == 2 and profile["trace"] is None  # summarized, not kept
+        assert profile["by_op_type_ms"] and all(ms >= 0 for _, ms in profile["by_op_type_ms"])
+    skipped = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "1",
+                                   "--no-memory", "--no-chart", "--no-profile", "--json"])
+    assert json.loads(skipped.stdout)["rows"][0]["profile"] == {}
+    human = runner.invoke(main, ["bench", "--model", str(models[0]), "--runs", "1",
+                                 "--no-memory", "--no-chart"])
+    assert "int8 dot-product instructions" in human.output and "by op type" in human.output
+
+
+def test_rows_that_cannot_run_say_why_and_litert_without_its_extra(models, tmp_path):
+    from itm_onnx.bench import litert
+    from itm_onnx.bench.peers import PeerConfig, litert_peers
+
+    rows = run_bench(BenchConfig(models=[ModelSpec("small", models[0]),
+                                         ModelSpec("absent", unavailable="not installed: x")],
+                                 runs=1, memory=False, profile=False))
+    assert rows[0].status == "ok" and rows[1].status == "not installed: x"
+    assert rows[1].median_ms is None
+    if litert.missing_packages():
+        specs = litert_peers(PeerConfig(fp32=models[0], work_dir=tmp_path), lambda _: None)
+        assert [s.label for s in specs] == list(litert.VARIANTS)
+        assert all("pip install '.[litert]'" in s.unavailable for s in specs)
+
+
+def test_litert_peer_runs_a_converted_model(tmp_path, random_checkpoint):
+    """Only where the [litert] extra is installed: convert, quantize, run, compare."""
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("litert_torch")
+    from itm_onnx.bench import litert
+
+    calibration = [np.random.default_rng(i).random((1, 3, 64, 64), dtype=np.float32)
+                   for i in range(2)]
+    built = litert.build_litert_models(random_checkpoint, "mqnet", (64, 64), calibration,
+                                       tmp_path / "cache")
+    assert list(built) == list(litert.VARIANTS)
+    rows = run_bench(BenchConfig(models=[ModelSpec(k, tflite=v) for k, v in built.items()],
+                                 runs=1, memory=True, profile=False, sizes=[(64, 64)]))
+    assert all(r.status == "ok" and r.median_ms > 0 and r.peak_rss_mb for r in rows), rows
+    out = litert.LiteRTRunner(built["litert fp32 (XNNPACK)"], 1)(calibration[0])
+    assert out.shape == (1, 3, 64, 64) and np.isfinite(out).all()

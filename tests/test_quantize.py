@@ -113,13 +113,17 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     head_convs = [n for n in model.graph.node
                   if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
     assert len(head_convs) == 3
+    grid = report.counts["head_weight_grid"]
+    on_grid = {w["weight"] for w in grid["weights"] if w["on_grid"]}
+    assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 3
     for conv in head_convs:
-        weight_dq = producers[conv.input[1]]
-        if weight_dq.op_type == "Mul":  # weights scaled per image (rewrite.fold_instance_norm)
-            weight_dq = next(producers[i] for i in weight_dq.input if i in producers
-                             and producers[i].op_type == "DequantizeLinear")
-        assert weight_dq.op_type == "DequantizeLinear"
-        assert inits[weight_dq.input[0]].data_type == onnx.TensorProto.INT8
+        # A float constant on its int8 grid: read directly, or scaled per image (Mul;
+        # rewrite.fold_instance_norm). No DequantizeLinear runs on any head weight.
+        weight = conv.input[1]
+        if weight in producers:
+            assert producers[weight].op_type == "Mul"
+            weight = next(i for i in producers[weight].input if i in inits)
+        assert inits[weight].data_type == onnx.TensorProto.FLOAT and weight in on_grid
         for out in conv.output:  # float activations out of every head conv
             assert all(c.op_type != "QuantizeLinear" for c in consumers.get(out, []))
     for conv in head_convs[1:]:  # and into the later ones
@@ -133,6 +137,68 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     assert counts["by_part"]["backbone"] == {"int8": counts["by_part"]["backbone"]["int8"]}
     assert report.runtime["backbone_float_kernels"] == []
     assert "com.microsoft.QLinearConv" in report.runtime["kernels_by_part"]["backbone"]
+
+
+def _with_dequantized_head(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with each on-grid head weight as int8 + DequantizeLinear (the
+    form before head weights were stored in float), rebuilt from the recorded grid."""
+    from itm_onnx.quantize.schemes import GRID_KEY
+
+    rebuilt = onnx.ModelProto()
+    rebuilt.CopyFrom(model)
+    inits = {t.name: t for t in rebuilt.graph.initializer}
+    records = [json.loads(p.value) for n in rebuilt.graph.node for p in n.metadata_props
+               if p.key == GRID_KEY]
+    for k, record in enumerate(records):
+        weight = onnx.numpy_helper.to_array(inits[record["weight"]])
+        scale = np.array(record["scale"], np.float32)
+        zp = np.array(record["zero_point"], np.int8)
+        q = np.rint(weight / scale.reshape(-1, *[1] * (weight.ndim - 1))).astype(np.int8)
+        rebuilt.graph.initializer.remove(inits[record["weight"]])
+        rebuilt.graph.initializer.extend([onnx.numpy_helper.from_array(q, f"q{k}"),
+                                          onnx.numpy_helper.from_array(scale, f"s{k}"),
+                                          onnx.numpy_helper.from_array(zp, f"z{k}")])
+        rebuilt.graph.node.insert(0, onnx.helper.make_node(
+            "DequantizeLinear", [f"q{k}", f"s{k}", f"z{k}"], [record["weight"]], f"dq{k}",
+            axis=0))
+    return rebuilt
+
+
+def test_head_weights_on_grid_give_the_numbers_dequantize_gives(mixed):
+    """Float head weights compute what DequantizeLinear(int8) did: bit for bit with the
+    graph as written, within float rounding with ORT's optimizations (other kernels)."""
+    path, _ = mixed
+    model = onnx.load(str(path))
+    rebuilt = _with_dequantized_head(model)
+    x = np.random.default_rng(3).random((1, 3, 64, 64), dtype=np.float32)
+    for level, tolerance in ((ort.GraphOptimizationLevel.ORT_DISABLE_ALL, 0.0),
+                             (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, 1e-5)):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        a, b = (ort.InferenceSession(m.SerializeToString(), options,
+                                     providers=["CPUExecutionProvider"]).run(None, {"ldr": x})[0]
+                for m in (model, rebuilt))
+        assert np.max(np.abs(a - b)) <= tolerance
+
+
+def test_grid_proof_catches_a_weight_off_its_grid(mixed):
+    from itm_onnx.quantize.report import weight_grid_proof
+
+    model = onnx.load(str(mixed[0]))
+    proof = weight_grid_proof(model)
+    assert proof["all_on_grid"]
+    first = proof["weights"][0]
+    assert all(len(c["integers"]) > 0 and -128 <= min(c["integers"]) <= max(c["integers"]) <= 127
+               for c in first["channels"])
+    tensor = next(t for t in model.graph.initializer if t.name == first["weight"])
+    values = onnx.numpy_helper.to_array(tensor).copy()
+    values.reshape(values.shape[0], -1)[1, 0] = np.nextafter(
+        values.reshape(values.shape[0], -1)[1, 0], np.float32(1))  # one ulp off
+    tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    broken = weight_grid_proof(model)
+    assert not broken["all_on_grid"]
+    bad = next(w for w in broken["weights"] if w["weight"] == first["weight"])
+    assert [c["channel"] for c in bad["channels"] if not c["on_grid"]] == [1]
 
 
 def test_full_int8_quantizes_the_head_too(full_int8):
@@ -380,3 +446,41 @@ def test_missing_model_and_output_folder(runner, tiny_export, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     _one_line_error(_cli(runner, bad, tmp_path / "q.onnx"), 1)
+
+
+def test_target_nnapi_gives_one_partition_covering_every_node(runner, tiny_export, calib_dir,
+                                                              cache_dir, tmp_path):
+    from itm_onnx.mobile import analysed_model, checker_coverage
+
+    out = tmp_path / "nnapi.onnx"
+    result = _cli(runner, tiny_export[0], out, "--target", "nnapi", "--calibration",
+                  str(calib_dir), "--cache-dir", str(cache_dir), "--error-images", "0", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    checker = data["target"]["nnapi_checker"]
+    assert checker["whole_model"] and checker["partitions"] == 1
+    assert data["rewrites"] == {}  # the recipe's --rewrites none
+    assert "float_gates" in data["target"]["mobile_passes"]
+    # The artifact on disk is the one reported, and ORT's checker agrees on it.
+    assert data["sha256"] == __import__("hashlib").sha256(out.read_bytes()).hexdigest()
+    nnapi = checker_coverage(analysed_model(out))[0]
+    assert nnapi.whole_model and nnapi.nodes_total == checker["nodes_total"]
+    saved = json.loads(out.with_suffix(".quant.json").read_text())
+    assert saved["target"]["name"] == "nnapi"
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "float_gates" in json.loads(meta["itm_onnx.mobile_passes"])
+    assert data["counts"]["head_weight_grid"]["all_on_grid"]
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    y = ort.InferenceSession(str(out)).run(None, {"ldr": x})[0]
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_target_nnapi_refuses_other_schemes_and_dynamic_models(runner, tiny_export, tmp_path):
+    result = runner.invoke(main, ["quantize", "--full-int8", "--target", "nnapi", "--model",
+                                  str(tiny_export[0]), "-o", str(tmp_path / "q.onnx")])
+    assert "--target nnapi supports --mixed" in _one_line_error(result, 2)
+    dynamic = _dynamic_copy(tiny_export[0], tmp_path / "dyn.onnx")
+    output = _one_line_error(_cli(runner, dynamic, tmp_path / "q.onnx", "--target", "nnapi"), 2)
+    assert "fixed-shape export" in output
+    assert not (tmp_path / "q.onnx").exists()

@@ -22,6 +22,9 @@ def _bare_package() -> None:
     package = types.ModuleType("itm_onnx")
     package.__path__ = [str(package_dir)]
     sys.modules["itm_onnx"] = package
+    bench = types.ModuleType("itm_onnx.bench")  # nor bench/__init__ (onnxruntime, onnx)
+    bench.__path__ = [str(package_dir / "bench")]
+    sys.modules["itm_onnx.bench"] = bench
 
 
 def _rss_mb() -> float:
@@ -72,10 +75,26 @@ def _torch(spec: dict) -> None:
     print(json.dumps({"peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline}))
 
 
+def _litert(spec: dict) -> None:
+    import numpy as np
+
+    from itm_onnx.bench.litert import LiteRTRunner
+
+    baseline = _rss_mb()
+    run = LiteRTRunner(Path(spec["model"]), spec["threads"])
+    image = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
+    for _ in range(spec["runs"]):
+        run(image)
+    print(json.dumps({"peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline}))
+
+
 if __name__ == "__main__":
     request = json.loads(sys.argv[1])
     if request["kind"] == "onnx":
         _bare_package()
         _onnx(request)
+    elif request["kind"] == "litert":
+        _bare_package()
+        _litert(request)
     else:
         _torch(request)

@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ import onnxruntime as ort
 from .. import onnx_meta
 from ..errors import ItmOnnxError, UsageError
 from ..runner import build_session_options
+from ..utils.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,16 @@ class ModelSpec:
     model_name: str = "mqnet"
     # ONNX Runtime settings to use instead of those the model's metadata recommends
     session_options: dict[str, Any] | None = None
+    tflite: Path | None = None  # a LiteRT model, run in its interpreter (bench.litert)
+    unavailable: str | None = None  # why this row cannot run here (e.g. a missing extra)
 
     @property
     def is_torch(self) -> bool:
         return self.checkpoint is not None
+
+    @property
+    def is_litert(self) -> bool:
+        return self.tflite is not None
 
 
 @dataclass
@@ -82,7 +90,10 @@ class BenchConfig:
     fidelity_images: int = 0  # held-out images for fidelity vs the first model (0: none)
     fidelity_seed: int = 0
     seed: int = 0  # of the random input image used for timing
-    profile_dir: Path | None = None  # ORT profiler traces + per-op summary per model
+    # ORT's profiler on each ONNX model (a separate session after the timing, so that
+    # the timed runs stay clean): top ops and nodes by time in every row.
+    profile: bool = True
+    profile_dir: Path | None = None  # keep the traces here (None: a temporary folder)
     profile_runs: int = 2
 
 
@@ -103,6 +114,9 @@ class Row:
     fidelity: dict[str, Any] = field(default_factory=dict)
     session_options: dict[str, Any] = field(default_factory=dict)
     times_ms: list[float] = field(default_factory=list)
+    # CPU time of this process per run (all threads), median: the work a run takes,
+    # which other processes on a shared machine inflate far less than the wall time.
+    cpu_median_ms: float | None = None
     profile: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,8 +172,9 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda _: N
     if not config.models:
         raise UsageError("no model to benchmark: pass --model (or --peers FP32.onnx)")
     for spec in config.models:
-        if spec.path is not None and not Path(spec.path).is_file():
-            raise UsageError(f"model {spec.path} does not exist")
+        for path in (spec.path, spec.tflite):
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"model {path} does not exist")
     resolved = [(ep, *resolve_ep(ep)) for ep in config.eps]
     unknown = [status for _, provider, status in resolved if status.startswith("unknown")]
     if unknown:
@@ -185,7 +200,11 @@ def _default_sizes(models: list[ModelSpec]) -> list[tuple[int, int]]:
 
 
 def _model_text(spec: ModelSpec) -> str:
-    return str(spec.path) if spec.path is not None else f"pytorch eager {spec.checkpoint}"
+    if spec.tflite is not None:
+        return str(spec.tflite)
+    if spec.checkpoint is not None:
+        return f"pytorch eager {spec.checkpoint}"
+    return str(spec.path) if spec.path is not None else ""
 
 
 class _Target:
@@ -197,6 +216,10 @@ class _Target:
         started = time.perf_counter()
         if spec.is_torch:
             self._make_torch(threads)
+        elif spec.is_litert:
+            from .litert import LiteRTRunner
+
+            self.run = LiteRTRunner(Path(spec.tflite), threads)
         else:
             self._make_onnx(provider, threads)
         self.session_s = time.perf_counter() - started
@@ -250,12 +273,16 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
     for spec in config.models:
         row = Row(spec.label, _model_text(spec), f"{height}x{width}", ep)
         rows.append(row)
+        if spec.unavailable:
+            row.status = spec.unavailable
+            continue
         fixed = fixed_size(spec.path) if spec.path is not None else None
         if fixed is not None and fixed != size:
             row.status = f"skipped: fixed input {fixed[0]}x{fixed[1]}"
             continue
-        if spec.is_torch and provider != "CPUExecutionProvider":
-            row.status = "skipped: PyTorch eager runs on the CPU only here"
+        if (spec.is_torch or spec.is_litert) and provider != "CPUExecutionProvider":
+            row.status = ("skipped: PyTorch eager runs on the CPU only here" if spec.is_torch
+                          else "skipped: LiteRT runs in its own interpreter (XNNPACK), once")
             continue
         progress(f"loading {spec.label}")
         target = _Target(spec, provider, config.threads)
@@ -269,10 +296,10 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
         progress(f"fidelity on {config.fidelity_images} held-out image(s)")
         _fidelity(targets, images(height, width))
     del targets  # free the sessions before the child processes run
-    if config.profile_dir is not None:
+    if config.profile or config.profile_dir is not None:
         for row, spec in zip(rows, config.models, strict=True):
-            if row.status == "ok" and not spec.is_torch:
-                progress(f"profiling {spec.label}")
+            if row.status == "ok" and spec.path is not None:
+                progress(f"profiling {spec.label} (ONNX Runtime profiler, separate session)")
                 row.profile = profile_model(spec, provider, image, config)
     if config.memory:
         for row, spec in zip(rows, config.models, strict=True):
@@ -291,15 +318,20 @@ def _time_alternating(targets: list, image: np.ndarray, config: BenchConfig) -> 
         for _ in range(config.warmup):
             target.run(image)
     times: list[list[float]] = [[] for _ in targets]
-    for round_index in range(config.runs):
-        order = list(range(len(targets)))
-        shift = round_index % max(1, len(order))
-        for k in order[shift:] + order[:shift]:
-            started = time.perf_counter()
-            targets[k][1].run(image)
-            times[k].append((time.perf_counter() - started) * 1000.0)
-    for (row, _), samples in zip(targets, times, strict=True):
+    cpu: list[list[float]] = [[] for _ in targets]
+    with bar("timed runs", config.runs * len(targets), unit="run") as progress_bar:
+        for round_index in range(config.runs):
+            order = list(range(len(targets)))
+            shift = round_index % max(1, len(order))
+            for k in order[shift:] + order[:shift]:
+                cpu_started, started = time.process_time(), time.perf_counter()
+                targets[k][1].run(image)
+                times[k].append((time.perf_counter() - started) * 1000.0)
+                cpu[k].append((time.process_time() - cpu_started) * 1000.0)
+                progress_bar.update(1)
+    for (row, _), samples, cpu_samples in zip(targets, times, cpu, strict=True):
         if samples:
+            row.cpu_median_ms = round(float(np.median(cpu_samples)), 3)
             row.times_ms = [round(t, 3) for t in samples]
             row.min_ms = round(float(np.min(samples)), 3)
             row.median_ms = round(float(np.median(samples)), 3)
@@ -311,19 +343,23 @@ def profile_model(spec: ModelSpec, provider: str, image: np.ndarray,
     """Where the time goes: ONNX Runtime's own profiler (``enable_profiling``), run in a
     separate session after the timing (profiling slows every node down a little), summed
     per op type and per node, in ms per run."""
-    folder = Path(config.profile_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    options, kwargs, _ = build_session_options(options_for(spec), config.threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / _slug(spec.label))
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(spec.path), options, providers=[provider], **kwargs)
-    name = session.get_inputs()[0].name
-    session.run(None, {name: image})  # warm-up, also profiled: dropped below
-    for _ in range(config.profile_runs):
-        session.run(None, {name: image})
-    trace = Path(session.end_profiling())
-    return summarize_profile(trace)
+    keep = config.profile_dir is not None
+    with tempfile.TemporaryDirectory(prefix="itm-onnx-profile-") as tmp:
+        folder = Path(config.profile_dir) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        options, kwargs, _ = build_session_options(options_for(spec), config.threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(folder / _slug(spec.label))
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(spec.path), options, providers=[provider], **kwargs)
+        name = session.get_inputs()[0].name
+        session.run(None, {name: image})  # warm-up, also profiled: dropped below
+        for _ in range(config.profile_runs):
+            session.run(None, {name: image})
+        summary = summarize_profile(Path(session.end_profiling()))
+    if not keep:
+        summary["trace"] = None  # summarized, then deleted with the temporary folder
+    return summary
 
 
 def summarize_profile(trace: Path, top: int = 12) -> dict[str, Any]:
@@ -371,6 +407,8 @@ def _peak_rss(spec: ModelSpec, provider: str, size: tuple[int, int],
                                "runs": config.memory_runs}
     if spec.is_torch:
         request.update(kind="torch", checkpoint=str(spec.checkpoint), model_name=spec.model_name)
+    elif spec.is_litert:
+        request.update(kind="litert", model=str(spec.tflite))
     else:
         request.update(kind="onnx", model=str(spec.path), provider=provider,
                        session_options=options_for(spec))

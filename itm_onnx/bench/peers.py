@@ -12,6 +12,9 @@
 5. Not a peer: the fp32 export again, with the session settings the mixed artifact
    recommends, to show what those settings alone are worth.
 6. PyTorch eager from the checkpoint, when one is given.
+7. LiteRT with XNNPACK (:mod:`.litert`): fp32, static int8 and dynamic-range int8,
+   converted from the checkpoint (``--checkpoint``, else the shipped one); without the
+   optional ``[litert]`` extra, rows that say how to get it.
 
 Built models land in ``work_dir``; the calibration cache makes rebuilding them cheap.
 """
@@ -30,10 +33,10 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from .. import onnx_meta
 from ..errors import ItmOnnxError
-from ..paths import default_calibration_dir
+from ..paths import default_calibration_dir, default_checkpoint
 from ..quantize import SCHEMES, CalibrationSettings, QuantizeConfig, quantize_model
 from ..quantize.api import default_cache_dir, pre_process
-from ..quantize.calibration import METHODS, calibrate, load_calibration_images
+from ..quantize.calibration import METHODS, calibrate, fit_to_shape, load_calibration_images
 from .core import ModelSpec, fixed_size
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,8 @@ class PeerConfig:
     build_mixed: bool = True
     checkpoint: Path | None = None
     model_name: str = "mqnet"
+    litert: bool = False  # the LiteRT peers (rows saying how to get them if absent)
+    litert_cache: Path | None = None  # None: default_cache_dir() / "litert"
 
 
 def build_peers(config: PeerConfig, progress: Callable[[str], None] = lambda _: None
@@ -82,10 +87,38 @@ def build_peers(config: PeerConfig, progress: Callable[[str], None] = lambda _: 
     tuned = dict(SCHEMES["mixed"].session_options)
     if tuned:
         specs.append(ModelSpec("fp32 + mixed's session options", fp32, session_options=tuned))
+    if config.litert:
+        specs.extend(litert_peers(config, progress))
     if config.checkpoint is not None:
         specs.append(ModelSpec("pytorch eager", checkpoint=Path(config.checkpoint),
                                model_name=config.model_name))
     return specs
+
+
+def litert_peers(config: PeerConfig, progress: Callable[[str], None]) -> list[ModelSpec]:
+    """The LiteRT rows: built models, or rows that say why they cannot run here."""
+    from . import litert
+
+    missing = litert.missing_packages()
+    if missing:
+        why = f"not installed: {', '.join(missing)} ({litert.INSTALL_HINT})"
+        return [ModelSpec(label, unavailable=why) for label in litert.VARIANTS]
+    checkpoint = Path(config.checkpoint) if config.checkpoint else default_checkpoint(
+        config.model_name)
+    if checkpoint is None or not checkpoint.is_file():
+        why = "no checkpoint to convert: pass --checkpoint"
+        return [ModelSpec(label, unavailable=why) for label in litert.VARIANTS]
+    size = fixed_size(Path(config.fp32)) or tuple(config.dynamic_size)
+    settings = dataclasses.replace(config.calibration_settings,
+                                   max_images=litert.CALIBRATION_IMAGES,
+                                   min_images=min(config.calibration_settings.min_images,
+                                                  litert.CALIBRATION_IMAGES))
+    images = load_calibration_images(config.calibration or default_calibration_dir(), settings)
+    calibration = [fit_to_shape(rgb, *size)[0] for rgb in images.rgb]
+    built = litert.build_litert_models(
+        checkpoint, config.model_name, size, calibration,
+        config.litert_cache or default_cache_dir() / "litert", progress)
+    return [ModelSpec(label, tflite=path) for label, path in built.items()]
 
 
 def _quantize(config: PeerConfig, scheme: str, work: Path) -> Path:

@@ -74,6 +74,11 @@ def print_quantize_report(report: QuantizeReport) -> None:
     if worst:
         click.echo("  worst tensors (SQNR vs float): " + ", ".join(
             f"{e['tensor']} {e['xmodel_sqnr']} dB" for e in worst))
+    if report.target:
+        checker = report.target["nnapi_checker"]
+        click.echo(f"  target nnapi: passes {', '.join(report.target['mobile_passes']) or 'none'}"
+                   f"; ORT checker: {checker['partitions']} NNAPI partition covering "
+                   f"{checker['nodes_covered']}/{checker['nodes_total']} nodes")
     if report.report_file:
         click.echo(f"  report {report.report_file}")
 
@@ -123,10 +128,15 @@ def _skipped(images: dict) -> str:
               help="Calibration cache folder (default $ITM_ONNX_CACHE or ~/.cache/itm-onnx).")
 @click.option("--error-images", type=click.IntRange(0), default=DEFAULTS.error_images,
               show_default=True, help="Images for the per-tensor SQNR in the report (0: skip).")
+@click.option("--target", type=click.Choice(["cpu", "nnapi"]), default=DEFAULTS.target,
+              show_default=True,
+              help="nnapi: the NNAPI recipe in one step (--rewrites none, then the "
+                   "mobile-prepare passes); fails unless ORT's checker finds one NNAPI "
+                   "partition covering every node. Needs a fixed-shape export.")
 @json_option
 def quantize_command(model_path, output, scheme, calibration, calibrate_method, min_images,
                      max_images, seed, dynamic_size, head_nodes, rewrites, reduce_range,
-                     cache_dir, error_images, as_json):
+                     cache_dir, error_images, target, as_json):
     """Quantize an fp32 export into a QDQ ONNX with ONNX Runtime's quantizer.
 
     The backbone/head split comes from the tags `itm-onnx export` writes. Calibration
@@ -140,6 +150,7 @@ def quantize_command(model_path, output, scheme, calibration, calibrate_method, 
       itm-onnx quantize --mixed --model mqnet.onnx --output mqnet-mixed.onnx
       itm-onnx quantize --full-int8 --model mqnet.onnx -o mqnet-int8.onnx --json
       itm-onnx quantize --model m.onnx -o q.onnx --calibrate-method entropy
+      itm-onnx quantize --mixed --target nnapi --model mqnet-1088x1920.onnx -o nnapi.onnx
     """
     if min_images > max_images:
         raise click.UsageError("--min-images cannot exceed --max-images")
@@ -151,6 +162,7 @@ def quantize_command(model_path, output, scheme, calibration, calibrate_method, 
         rewrites=_rewrites(rewrites),
         head_nodes=tuple(n for n in (head_nodes or "").split(",") if n.strip()),
         dynamic_size=_size(dynamic_size), cache_dir=cache_dir, error_images=error_images,
+        target=target,
     )
     report = quantize_model(config, progress=(lambda _: None) if as_json else progress)
     emit(report.to_dict(), as_json, lambda _: print_quantize_report(report))

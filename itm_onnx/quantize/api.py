@@ -88,6 +88,7 @@ class QuantizeConfig:
     cache_dir: Path | None = None  # None: default_cache_dir() / "calibration"
     error_images: int = 2  # calibration images for the per-tensor SQNR (0: skip it)
     report: bool = True  # write NAME.quant.json beside the artifact
+    target: str = "cpu"  # "nnapi": the NNAPI recipe in one step (targets.py)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class QuantizeReport:
     nodes: list[dict[str, Any]]
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    target: dict[str, Any] = field(default_factory=dict)  # what --target nnapi did
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +126,13 @@ def quantize_model(config: QuantizeConfig,
     """Quantize ``config.model`` into ``config.output``; raises ItmOnnxError subclasses."""
     if config.scheme not in SCHEMES:
         raise UsageError(f"unknown scheme {config.scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if config.target != "cpu":
+        from .targets import TARGETS, quantize_for_nnapi
+
+        if config.target not in TARGETS:
+            raise UsageError(f"unknown target {config.target!r}; choose one of "
+                             f"{', '.join(TARGETS)}")
+        return quantize_for_nnapi(config, progress)
     source, source_bytes = _load_source(Path(config.model))
     _check_output(Path(config.output), Path(config.model))
     if onnx_meta.is_quantized(source):

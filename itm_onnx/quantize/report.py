@@ -11,6 +11,10 @@ neighbours are quantized (measurements.md), so the result is counted, not assume
 - :func:`runtime_kernels`: the graph ONNX Runtime actually executes after its
   optimizations (saved with ``optimized_model_filepath``): which kernels run in which
   part (QLinearConv vs a float Conv, leftover DequantizeLinear passes, ...).
+- :func:`weight_grid_proof`: every head weight stored as float32 (``schemes.
+  float_weights_on_grid``) checked against the int8 grid recorded beside it: per output
+  channel its scale, zero point and integers, and that ``(q - zp) * scale`` in float32
+  gives the stored value bit for bit.
 - :func:`tensor_errors`: SQNR of every tensor present in both the float and the
   quantized model, computed with ``onnxruntime.quantization.qdq_loss_debug`` (tensor
   names are kept stable across every stage for this), worst first.
@@ -19,6 +23,7 @@ neighbours are quantized (measurements.md), so the result is counted, not assume
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import math
 import re
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader
 from onnxruntime.quantization.qdq_loss_debug import (
     compute_activation_error,
@@ -70,9 +76,11 @@ class NodePrecision:
 
 
 def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
-    """One entry per node that is not QuantizeLinear/DequantizeLinear."""
+    """One entry per node that is not QuantizeLinear/DequantizeLinear. A float weight
+    proven on its int8 grid (:func:`weight_grid_proof`) counts as int8."""
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
+    on_grid = {g["weight"] for g in weight_grid_proof(model)["weights"] if g["on_grid"]}
     consumers: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
     for node in model.graph.node:
         for name in node.input:
@@ -89,7 +97,8 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
                 continue
             kind = _input_precision(name, inits, producers)
             if k == weight_index:
-                weights = _weight_precision(name, inits, producers) or kind
+                weights = (_grid_precision(name, producers, on_grid)
+                           or _weight_precision(name, inits, producers) or kind)
             elif weight_index is not None and k == weight_index + 1:
                 continue  # the bias: int32 (scale = input scale x weight scale) or float
             elif kind is not None:  # None: a float constant (scales, shapes, biases)
@@ -116,6 +125,80 @@ def _input_precision(name: str, inits: dict[str, onnx.TensorProto],
     if node.op_type == "Constant":
         return None
     return "float32"
+
+
+def _grid_precision(name: str, producers, on_grid: set[str]) -> str | None:
+    """"int8" for a weight on its int8 grid, read directly or scaled per image (Mul)."""
+    node = producers.get(name)
+    if name in on_grid or (node is not None and node.op_type == "Mul"
+                           and any(i in on_grid for i in node.input)):
+        return "int8"
+    return None
+
+
+def weight_grid_proof(model: onnx.ModelProto, part: str | None = onnx_meta.HEAD
+                      ) -> dict[str, Any]:
+    """Check every float weight recorded as int8 (node metadata ``schemes.GRID_KEY``).
+
+    For each: ``q = rint(W / scale) + zp`` per output channel must lie in [-128, 127]
+    and ``(q - zp) * scale`` in float32 must equal the stored W bit for bit; then W is
+    exactly what DequantizeLinear(q) gives. Also lists the weighted nodes of ``part``
+    whose weight is float without such a record (``unproven``): ``all_on_grid`` holds
+    only when there are none and every record checks.
+    """
+    from .schemes import GRID_KEY
+
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weights, proven = [], set()
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == GRID_KEY:
+                record = json.loads(prop.value)
+                weights.append(_check_grid(record, inits, node.name))
+                if weights[-1]["on_grid"]:
+                    proven.add(record["weight"])
+    unproven = []
+    for node in model.graph.node:
+        index = WEIGHT_INPUT.get(node.op_type)
+        if index is None or len(node.input) <= index or (
+                part is not None and onnx_meta.node_part(node) != part):
+            continue
+        name = node.input[index]
+        scaler = producers.get(name)
+        sources = ([i for i in scaler.input if i in inits] if scaler is not None
+                   and scaler.op_type == "Mul" else [name])
+        for source in sources:
+            if (source in inits and inits[source].data_type == _T.FLOAT
+                    and source not in proven):
+                unproven.append(f"{node.name}: {source}")
+    return {"weights": weights, "unproven": unproven,
+            "all_on_grid": all(w["on_grid"] for w in weights) and not unproven}
+
+
+def _check_grid(record: dict[str, Any], inits: dict[str, onnx.TensorProto],
+                reader: str) -> dict[str, Any]:
+    name = record["weight"]
+    result: dict[str, Any] = {"weight": name, "read_by": reader, "dtype": record["dtype"],
+                              "on_grid": False}
+    if name not in inits or inits[name].data_type != _T.FLOAT:
+        return {**result, "problem": "not a float32 initializer"}
+    weight = numpy_helper.to_array(inits[name])
+    rows = weight.reshape(weight.shape[0], -1)
+    scale = np.asarray(record["scale"], np.float32)
+    zero_point = np.asarray(record["zero_point"], np.int64)
+    if scale.size != rows.shape[0] or zero_point.size != rows.shape[0] or np.any(scale <= 0):
+        return {**result, "problem": "the grid does not match the weight's channels"}
+    channels, exact = [], True
+    for c, row in enumerate(rows):
+        q = np.rint(row.astype(np.float64) / float(scale[c])).astype(np.int64) + zero_point[c]
+        back = ((q - zero_point[c]).astype(np.float32) * scale[c]).astype(np.float32)
+        ok = bool(q.min() >= -128 and q.max() <= 127
+                  and np.array_equal(back.view(np.uint32), row.view(np.uint32)))
+        exact &= ok
+        channels.append({"channel": c, "scale": float(scale[c]), "zero_point": int(zero_point[c]),
+                         "on_grid": ok, "integers": q.tolist()})
+    return {**result, "on_grid": exact, "channels": channels}
 
 
 def _weight_precision(name: str, inits, producers) -> str | None:
@@ -190,6 +273,7 @@ def precision_counts(model: onnx.ModelProto, precisions: list[NodePrecision]) ->
         "backbone_float_compute_node_names": float_backbone,
         "backbone_float_data_movement_nodes": float_backbone_moves,
         "head_weighted_nodes": head_convs,
+        "head_weight_grid": weight_grid_proof(model),
     }
 
 
