@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -33,9 +34,10 @@ _BINS = 2048
 
 
 def collect(float_model: onnx.ModelProto, tensors: list[str],
-            feeds: list[dict[str, np.ndarray]], threads: int = 2
-            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(strided samples, per-channel means) of ``tensors`` of the float model over ``feeds``.
+            feeds: list[dict[str, np.ndarray]], threads: int = 2, extremes: bool = False
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(strided samples, per-channel means) of ``tensors`` of the float model over ``feeds``;
+    with ``extremes``, (min, max) over every value instead of samples.
 
     Per-channel means are over batch and spatial positions (axis 1 is the channel).
     """
@@ -59,12 +61,20 @@ def collect(float_model: onnx.ModelProto, tensors: list[str],
             if name not in samples:
                 continue
             flat = value.ravel()
+            if extremes:
+                low, high = float(flat.min()), float(flat.max())
+                if samples[name]:
+                    low, high = min(low, samples[name][0][0]), max(high, samples[name][0][1])
+                samples[name] = [(low, high)]
+                continue
             step = max(1, math.ceil(flat.size / _SAMPLES_PER_IMAGE))
             samples[name].append(flat[::step].astype(np.float32))
             if value.ndim >= 2:
                 per_channel = value.reshape(value.shape[0], value.shape[1], -1)
                 sums[name] = sums.get(name, 0) + per_channel.sum(axis=(0, 2), dtype=np.float64)
                 counts[name] = counts.get(name, 0) + per_channel.shape[0] * per_channel.shape[2]
+    if extremes:
+        return {t: v[0] for t, v in samples.items() if v}, {}
     pooled = {t: np.concatenate(v) for t, v in samples.items() if v}
     means = {t: sums[t] / counts[t] for t in sums}
     return pooled, means
@@ -193,13 +203,6 @@ def correct_biases(qdq: onnx.ModelProto, float_model: onnx.ModelProto,
         bias.CopyFrom(numpy_helper.from_array(new.astype(np.int32), bias.name))
         done.append(BiasCorrection(conv_name, float(np.abs(steps).max())))
     return done
-
-
-def quantized_means(samples_source: dict[str, np.ndarray], means: dict[str, np.ndarray],
-                    params: dict[str, tuple[float, int]], feeds_values: dict[str, np.ndarray]
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(E[x], E[Q(x)]) per channel; ``feeds_values``: tensor -> per-channel mean of Q(x)."""
-    return {t: (means[t], feeds_values[t]) for t in params if t in means and t in feeds_values}
 
 
 def collect_quantized_means(float_model: onnx.ModelProto,

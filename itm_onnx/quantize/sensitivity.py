@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from .. import onnx_meta
 from ..utils.graph import drop_unused_initializers
 from ..utils.progress import track
 from .api import codes10
+from .report import DATA_MOVEMENT
 
 _FLAG_PREFIX = "itm_sensitivity_flag_"
 _BITS = {TensorProto.UINT8: 8, TensorProto.INT8: 8, TensorProto.UINT16: 16,
@@ -310,16 +311,71 @@ class SensitivityReport:
     runs: int
     fixed_constants: int
     notes: list[str]
+    # Activations tied by a data-movement op (Resize, MaxPool, shared-range Concat...) with
+    # identical quantization parameters: leaving one float gains nothing while its
+    # partner requantizes it on the same grid, so they are also measured together.
+    groups: list[GroupSensitivity] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def ranked_by_gain(self, kind: str | None = None,
-                       part: str | None = "backbone") -> list[TensorSensitivity]:
-        """Tensors that win most back when left float first (ties: by name)."""
-        chosen = [t for t in self.tensors if (kind is None or t.kind == kind)
-                  and (part is None or t.part == part)]
-        return sorted(chosen, key=lambda t: (-t.gain_if_float_db, t.tensor))
+    def ranked_by_gain(self, part: str | None = "backbone") -> list[list[TensorSensitivity]]:
+        """Promotion candidates, most won back when left float first (ties: by name): a
+        tied group as one candidate, every other tensor alone."""
+        by_name = {t.tensor: t for t in self.tensors}
+        tied = {name for g in self.groups for name in g.tensors}
+        items = [([by_name[n] for n in g.tensors], g.gain_if_float_db) for g in self.groups]
+        items += [([t], t.gain_if_float_db) for t in self.tensors if t.tensor not in tied]
+        items = [(members, gain) for members, gain in items
+                 if part is None or any(m.part == part for m in members)]
+        items.sort(key=lambda item: (-item[1], item[0][0].tensor))
+        return [members for members, _ in items]
+
+
+@dataclass
+class GroupSensitivity:
+    tensors: list[str]
+    only_quantized_db: float
+    only_float_db: float
+    gain_if_float_db: float
+
+
+def tied_groups(qdq: onnx.ModelProto, units: list[QuantUnit]) -> list[list[int]]:
+    """Groups (of unit indices, two or more) of activations joined by a data-movement node
+    whose input and output are quantized with the same scale and zero point."""
+    inits = {t.name: t for t in qdq.graph.initializer}
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    index = {u.tensor: k for k, u in enumerate(units) if u.kind == "activation"}
+    params: dict[str, tuple] = {}
+    for node in qdq.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in index:
+            params[node.input[0]] = tuple(
+                numpy_helper.to_array(inits[name]).tobytes() if name in inits else name
+                for name in node.input[1:])
+    parent = list(range(len(units)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for node in qdq.graph.node:
+        if node.op_type not in DATA_MOVEMENT or not node.output or node.output[0] not in index:
+            continue
+        out = node.output[0]
+        for name in node.input:
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == \
+                "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in index:
+                continue
+            if params.get(q.input[0]) == params.get(out):
+                parent[root(index[q.input[0]])] = root(index[out])
+    members: dict[int, list[int]] = {}
+    for k in index.values():
+        members.setdefault(root(k), []).append(k)
+    return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda m: m[0])
 
 
 class Evaluator:
@@ -391,6 +447,11 @@ def analyse(qdq: onnx.ModelProto, float_model_path: Path, feeds: list[dict[str, 
             unit.tensor, unit.kind, unit.part, unit.bits, unit.elements, alone, left_float,
             round(left_float - all_quant, 3), list(unit.readers)))
     rows.sort(key=lambda r: (r.only_quantized_db, -r.gain_if_float_db, r.tensor))
+    groups = []
+    for members in tied_groups(qdq, switchable.units):
+        alone, left_float = evaluator.psnr(set(members)), evaluator.psnr(everything - set(members))
+        groups.append(GroupSensitivity(sorted(switchable.units[k].tensor for k in members),
+                                       alone, left_float, round(left_float - all_quant, 3)))
     notes = ["fake-quant emulation (Q/DQ with float kernels) on calibration images, "
              "not held out"]
     if quantized_db is not None:
@@ -403,7 +464,7 @@ def analyse(qdq: onnx.ModelProto, float_model_path: Path, feeds: list[dict[str, 
         images=len(feeds), shape=list(next(iter(feeds[0].values())).shape),
         all_quantized_emulated_db=all_quant, all_float_db=all_float, tensors=rows,
         seconds={"build": round(build_s, 2), "measure": round(time.perf_counter() - started, 2)},
-        runs=evaluator.runs, fixed_constants=len(switchable.fixed), notes=notes)
+        runs=evaluator.runs, fixed_constants=len(switchable.fixed), notes=notes, groups=groups)
 
 
 def activation_sizes(model: onnx.ModelProto) -> dict[str, int]:
@@ -420,6 +481,6 @@ def activation_sizes(model: onnx.ModelProto) -> dict[str, int]:
     return sizes
 
 
-__all__ = ["QuantUnit", "SensitivityConfig", "SensitivityReport", "TensorSensitivity",
-           "Switchable", "Evaluator", "analyse", "build_switchable", "reference_codes",
-           "activation_sizes"]
+__all__ = ["Evaluator", "GroupSensitivity", "QuantUnit", "SensitivityConfig",
+           "SensitivityReport", "Switchable", "TensorSensitivity", "activation_sizes",
+           "analyse", "build_switchable", "reference_codes", "tied_groups"]
