@@ -167,6 +167,7 @@ def quantize_model(config: QuantizeConfig,
         if config.sensitivity or config.min_psnr is not None:
             timings["quantize"] = _since(started)
             started = time.perf_counter()
+            onnx_meta.restore_tags(model, onnx_meta.tags_by_name(onnx.load(str(to_quantize))))
             model, study = _run_study(config, prepared, to_quantize, calib.ranges_path, model,
                                       images, shape, _input_name(source), scheme, work, progress)
             timings["study"] = _since(started)

@@ -79,8 +79,8 @@ def sensitivity_chart(report: SensitivityReport, path: Path, title: str,
 def tradeoff_chart(report: SearchReport, path: Path, title: str) -> Path:
     """Output PSNR against median latency of every configuration the search built."""
     points = [p for p in report.points if p.median_ms is not None]
-    width, height = 900, 560
-    left, right, top, bottom = 80, 280, 60, 70
+    left, right, top, bottom = 80, 330, 60, 70
+    width, height = 950, max(560, top + 32 * len(points) + 20)
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(16), _font(12)
@@ -92,7 +92,7 @@ def tradeoff_chart(report: SearchReport, path: Path, title: str) -> Path:
     ys = [p.psnr_db for p in points] + [report.target_db]
     x0, x1 = _span(min(xs), max(xs))
     y0, y1 = _span(min(ys), max(ys))
-    plot_w, plot_h = width - left - right, height - top - bottom
+    plot_w, plot_h = width - left - right, min(height, 560) - top - bottom
 
     def at(x: float, y: float) -> tuple[float, float]:
         return (left + plot_w * (x - x0) / (x1 - x0), top + plot_h * (1 - (y - y0) / (y1 - y0)))
@@ -126,7 +126,7 @@ def tradeoff_chart(report: SearchReport, path: Path, title: str) -> Path:
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
         draw.text((cx + 6, cy - 14), str(k + 1), fill=_INK, font=small)
         text = f"{k + 1}: {p.choice.get('label')}" + ("  (chosen)" if is_chosen else "")
-        draw.text((left + plot_w + 12, legend_y), _short(text, 40), fill=colour, font=small)
+        draw.text((left + plot_w + 12, legend_y), text[:52], fill=colour, font=small)
         draw.text((left + plot_w + 24, legend_y + 14), f"{p.psnr_db:.2f} dB, {p.median_ms:.1f} ms",
                   fill=_INK, font=small)
         legend_y += 32

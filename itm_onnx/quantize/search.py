@@ -76,7 +76,7 @@ class MixedChoice:
         if self.a16 or self.w16:
             parts.append(f"16-bit: {len(self.a16)} act + {len(self.w16)} weights")
         if self.head_float:
-            parts.append(f"{len(self.head_float)} float head weights")
+            parts.append(f"{len(self.head_float)} float head w")
         return ", ".join(parts) or "default mixed"
 
     def to_dict(self) -> dict[str, Any]:
