@@ -79,8 +79,25 @@ def print_quantize_report(report: QuantizeReport) -> None:
         click.echo(f"  target nnapi: passes {', '.join(report.target['mobile_passes']) or 'none'}"
                    f"; ORT checker: {checker['partitions']} NNAPI partition covering "
                    f"{checker['nodes_covered']}/{checker['nodes_total']} nodes")
+    _print_study(report)
     if report.report_file:
         click.echo(f"  report {report.report_file}")
+
+
+def _print_study(report: QuantizeReport) -> None:
+    if report.sensitivity:
+        s = report.sensitivity
+        worst = ", ".join(f"{t['tensor']} {t['only_quantized_db']} dB" for t in s["tensors"][:3])
+        click.echo(f"  sensitivity ({len(s['tensors'])} tensors, {s['seconds']['measure']} s): "
+                   f"most harmful alone: {worst}")
+    if report.search:
+        r = report.search
+        click.echo(f"  --min-psnr {r['target_db']}: {'reached' if r['reached'] else 'NOT reached'}"
+                   f" with {r['chosen']['label']}: {r['chosen_psnr_db']} dB, "
+                   f"{r['chosen_median_ms']} ms (default mixed {r['default_psnr_db']} dB, "
+                   f"{r['default_median_ms']} ms; {len(r['points'])} configurations tried)")
+    for chart in report.charts:
+        click.echo(f"  chart {chart}")
 
 
 def _skipped(images: dict) -> str:
@@ -133,10 +150,20 @@ def _skipped(images: dict) -> str:
               help="nnapi: the NNAPI recipe in one step (--rewrites none, then the "
                    "mobile-prepare passes); fails unless ORT's checker finds one NNAPI "
                    "partition covering every node. Needs a fixed-shape export.")
+@click.option("--sensitivity", is_flag=True,
+              help="(--mixed) Per-tensor study: output PSNR with only each quantized tensor "
+                   "quantized and with only it left float; in the report and NAME.sensitivity.png.")
+@click.option("--min-psnr", "min_psnr", type=float, default=None, metavar="DB",
+              help="(--mixed) Write the cheapest configuration (MSE ranges, bias correction, "
+                   "16-bit backbone tensors) reaching DB dB vs float on calibration images; "
+                   "trade-off curve in NAME.tradeoff.png. Default: pure int8 backbone.")
+@click.option("--study-images", type=click.IntRange(1), default=DEFAULTS.study_images,
+              show_default=True, help="Calibration images --sensitivity/--min-psnr measure on.")
 @json_option
 def quantize_command(model_path, output, scheme, calibration, calibrate_method, min_images,
                      max_images, seed, dynamic_size, head_nodes, rewrites, reduce_range,
-                     cache_dir, error_images, target, as_json):
+                     cache_dir, error_images, target, sensitivity, min_psnr, study_images,
+                     as_json):
     """Quantize an fp32 export into a QDQ ONNX with ONNX Runtime's quantizer.
 
     The backbone/head split comes from the tags `itm-onnx export` writes. Calibration
@@ -151,6 +178,7 @@ def quantize_command(model_path, output, scheme, calibration, calibrate_method, 
       itm-onnx quantize --full-int8 --model mqnet.onnx -o mqnet-int8.onnx --json
       itm-onnx quantize --model m.onnx -o q.onnx --calibrate-method entropy
       itm-onnx quantize --mixed --target nnapi --model mqnet-1088x1920.onnx -o nnapi.onnx
+      itm-onnx quantize --mixed --model mqnet-512.onnx -o q.onnx --min-psnr 48
     """
     if min_images > max_images:
         raise click.UsageError("--min-images cannot exceed --max-images")
@@ -163,6 +191,13 @@ def quantize_command(model_path, output, scheme, calibration, calibrate_method, 
         head_nodes=tuple(n for n in (head_nodes or "").split(",") if n.strip()),
         dynamic_size=_size(dynamic_size), cache_dir=cache_dir, error_images=error_images,
         target=target,
+        sensitivity=sensitivity, min_psnr=min_psnr, study_images=study_images,
     )
     report = quantize_model(config, progress=(lambda _: None) if as_json else progress)
     emit(report.to_dict(), as_json, lambda _: print_quantize_report(report))
+    if report.search and not report.search["reached"]:
+        r = report.search
+        raise click.ClickException(
+            f"--min-psnr {r['target_db']} not reached: the best configuration tried "
+            f"({r['chosen']['label']}) measures {r['chosen_psnr_db']} dB; it was written, "
+            f"with the frontier and the tensors that bound it in {report.report_file}")

@@ -5,6 +5,9 @@
 - :mod:`.schemes`: mixed / full-int8 / a16w8-head: which node gets which precision.
 - :mod:`.report`: what the quantized graph contains and per-tensor error.
 - :mod:`.api`: ``quantize_model(QuantizeConfig)``, the entry point.
+- :mod:`.sensitivity`, :mod:`.ptq`, :mod:`.search`, :mod:`.charts`, :mod:`.study`:
+  ``--sensitivity`` and ``--min-psnr`` (which tensors cost fidelity; refinements of the
+  int8 backbone; the cheapest mixed configuration reaching a target).
 """
 
 from .api import (

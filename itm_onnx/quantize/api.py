@@ -89,6 +89,12 @@ class QuantizeConfig:
     error_images: int = 2  # calibration images for the per-tensor SQNR (0: skip it)
     report: bool = True  # write NAME.quant.json beside the artifact
     target: str = "cpu"  # "nnapi": the NNAPI recipe in one step (targets.py)
+    # Mixed scheme only (quantize/study.py): the per-tensor sensitivity study
+    # (NAME.sensitivity.png), and the search for the cheapest configuration reaching
+    # min_psnr dB on study_images calibration images (NAME.tradeoff.png).
+    sensitivity: bool = False
+    min_psnr: float | None = None
+    study_images: int = 4
 
 
 @dataclass
@@ -112,6 +118,9 @@ class QuantizeReport:
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)  # what --target nnapi did
+    sensitivity: dict[str, Any] | None = None  # --sensitivity / --min-psnr (quantize/study.py)
+    search: dict[str, Any] | None = None  # --min-psnr
+    charts: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,6 +144,7 @@ def quantize_model(config: QuantizeConfig,
         return quantize_for_nnapi(config, progress)
     source, source_bytes = _load_source(Path(config.model))
     _check_output(Path(config.output), Path(config.model))
+    _check_study(config)
     if onnx_meta.is_quantized(source):
         return _copy_through(config, source, source_bytes)
     _ensure_tags(source, config)
@@ -169,14 +179,25 @@ def quantize_model(config: QuantizeConfig,
             log_rewrites.update(head_log)
         model = scheme.build(to_quantize, calib.ranges_path, config.calibration_settings.method,
                              config.options, work)
+        study = None
+        if config.sensitivity or config.min_psnr is not None:
+            timings["quantize"] = _since(started)
+            started = time.perf_counter()
+            onnx_meta.restore_tags(model, onnx_meta.tags_by_name(onnx.load(str(to_quantize))))
+            model, study = _run_study(config, prepared, to_quantize, calib.ranges_path, model,
+                                      images, shape, _input_name(source), scheme, work, progress)
+            timings["study"] = _since(started)
+            started = time.perf_counter()
         onnx_meta.restore_tags(model, onnx_meta.tags_by_name(onnx.load(str(to_quantize))))
         _write_metadata(model, source, config, calib.key, log_rewrites, scheme.session_options)
+        if study is not None and study.metadata:
+            onnx_meta.write_model_metadata(model, study.metadata)
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as exc:
             raise ItmOnnxError(f"quantized model fails the ONNX checker: {exc}") from None
         model_bytes = model.SerializeToString(deterministic=True)
-        timings["quantize"] = _since(started)
+        timings["quantize"] = round(timings.get("quantize", 0.0) + _since(started), 2)
         steps.update(1)
 
         started = time.perf_counter()
@@ -203,6 +224,9 @@ def quantize_model(config: QuantizeConfig,
         fidelity=fidelity, tensor_errors=errors,
         nodes=[p.to_dict() for p in precisions], seconds=timings,
     )
+    if study is not None:
+        result.sensitivity, result.search, result.charts = (study.sensitivity, study.search,
+                                                            study.charts)
     _write_outputs(config, model_bytes, result)
     return result
 
@@ -215,6 +239,30 @@ def calibrated_nodes(prepared: Path, scheme: Scheme) -> list[str] | None:
     model = onnx.load(str(prepared), load_external_data=False)
     head = set(onnx_meta.nodes_in_part(model, onnx_meta.HEAD))
     return [n.name for n in model.graph.node if n.name not in head]
+def _check_study(config: QuantizeConfig) -> None:
+    if not (config.sensitivity or config.min_psnr is not None):
+        return
+    if config.scheme != "mixed":
+        raise UsageError("--sensitivity and --min-psnr apply to the --mixed scheme only")
+    if config.min_psnr is not None and not 0 < config.min_psnr < 200:
+        raise UsageError(f"--min-psnr must be between 0 and 200 dB, got {config.min_psnr}")
+    if config.study_images < 1:
+        raise UsageError("the study needs at least one calibration image")
+
+
+def _run_study(config, prepared, to_quantize, ranges, model, images, shape, input_name, scheme,
+               work, progress):
+    """quantize/study.py on what this function already built (imported here: it builds
+    on this module)."""
+    from .study import StudyRequest, run_study
+
+    request = StudyRequest(config.sensitivity, config.min_psnr, config.study_images)
+    study = run_study(request, reference=prepared, float_model=to_quantize, ranges=ranges,
+                      method=config.calibration_settings.method, options=config.options,
+                      built=model, images=images, shape=shape, input_name=input_name,
+                      session_options=scheme.session_options, work=work,
+                      output=Path(config.output), progress=progress)
+    return study.model, study
 
 
 def _load_source(path: Path) -> tuple[onnx.ModelProto, bytes]:
