@@ -117,8 +117,23 @@ def test_outlier_weight_is_detached_and_gradients_flow_to_the_prediction():
 
 
 def test_loss_registry():
-    assert set(LOSSES) == {"itm", "qatie"}
+    assert set(LOSSES) == {"itm", "qatie", "pu21"}
     assert isinstance(LOSSES["itm"](), ITMLoss)
     assert isinstance(LOSSES["qatie"](), QATIELoss)
     with pytest.raises(UsageError, match="--loss itm"):
         LOSSES["qatie"](log_mse_weight=0.1)
+
+
+def test_pu21_loss_is_zero_at_the_target_and_weighs_highlights():
+    from itm_onnx.data.encoding import get_encoding
+
+    loss = LOSSES["pu21"]()
+    enc = get_encoding("mulaw-clip")
+    target = enc.encode(torch.full((1, 3, 8, 8), 0.5))
+    assert float(loss(target, target)[0]) < 1e-6
+    # the same 10 % error costs more above the clip level than in the shadows
+    bright_t, dark_t = enc.encode(torch.full((1, 3, 8, 8), 4.0)), enc.encode(torch.full(
+        (1, 3, 8, 8), 0.01))
+    bright = loss(enc.encode(torch.full((1, 3, 8, 8), 4.4)), bright_t)[1]["pu21_mse"]
+    dark = loss(enc.encode(torch.full((1, 3, 8, 8), 0.011)), dark_t)[1]["pu21_mse"]
+    assert bright > 4 * dark
