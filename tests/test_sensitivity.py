@@ -57,9 +57,10 @@ def test_sensitivity_report_and_chart(studied):
     study = report.sensitivity
     kinds = {t["kind"] for t in study["tensors"]}
     assert kinds == {"activation", "weight"}
-    # The all-float configuration reproduces the float model (the switch edit is exact)
-    # and the emulated all-quantized one is far from it.
-    assert study["all_float_db"] > 80
+    # The all-float configuration leaves every backbone switch float; the head's weights
+    # stay on their int8 grid as float constants (the --mixed head), so it is the float
+    # model up to that rounding only, and the emulated all-quantized one is far from it.
+    assert study["all_float_db"] > 55
     assert study["all_quantized_emulated_db"] < study["all_float_db"] - 10
     values = [t["only_quantized_db"] for t in study["tensors"]]
     assert values == sorted(values)  # most harmful first
