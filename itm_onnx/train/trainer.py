@@ -58,6 +58,7 @@ from ..checkpoint import save_checkpoint
 from ..errors import CheckpointError, ItmOnnxError, UsageError
 from ..models import create_model, get_entry
 from ..utils.atomic import atomic_output
+from ..utils.progress import bar
 from . import qat as qat_lib
 from .losses import LOSSES
 
@@ -746,12 +747,21 @@ class Trainer:
         self.model.train()
         if self.step == 0 and not c.qat and self.env.main:
             self._validate_start()
+        with bar("training", total=c.steps - self.step, unit="step") as steps:
+            val = self._run_steps(steps)
+        if val is None and self.env.main:  # resumed at the end: nothing left to train
+            val = self.validate()
+        return val
+
+    def _run_steps(self, steps: Any) -> dict[str, float] | None:
+        """Train to the last step, validating and saving on schedule; the last validation."""
+        c, val = self.config, None
         window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-        val = None
         for ldr, target in self._loader():
             window_loss += self._train_step(ldr, target)
             self.step += 1
             window_steps += 1
+            steps.update(1)
             last = self.step == c.steps
             if self.step % c.val_every == 0 or last:
                 rate = window_steps / (time.perf_counter() - window_start)
@@ -759,8 +769,6 @@ class Trainer:
                 window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
             elif self.step % c.checkpoint_every == 0 and self.env.main:
                 _save_resume_state(self.resume_path, self._state())
-        if val is None and self.env.main:  # resumed at the end: nothing left to train
-            val = self.validate()
         return val
 
     def _validate_start(self) -> None:
