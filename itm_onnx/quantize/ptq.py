@@ -33,14 +33,11 @@ _SAMPLES_PER_IMAGE = 65_536  # activation values kept per tensor and image (stri
 _BINS = 2048
 
 
-def collect(float_model: onnx.ModelProto, tensors: list[str],
-            feeds: list[dict[str, np.ndarray]], threads: int = 2, extremes: bool = False
-            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(strided samples, per-channel means) of ``tensors`` of the float model over ``feeds``;
-    with ``extremes``, (min, max) over every value instead of samples.
 
-    Per-channel means are over batch and spatial positions (axis 1 is the channel).
-    """
+def _tap_session(float_model: onnx.ModelProto, tensors, threads: int
+                 ) -> tuple[ort.InferenceSession, list[str]]:
+    """An unoptimised session of ``float_model`` that also outputs ``tensors`` (so their
+    names survive), and its output names."""
     model = onnx.ModelProto()
     model.CopyFrom(float_model)
     outputs = {o.name for o in model.graph.output}
@@ -52,7 +49,17 @@ def collect(float_model: onnx.ModelProto, tensors: list[str],
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    return session, [o.name for o in session.get_outputs()]
+
+def collect(float_model: onnx.ModelProto, tensors: list[str],
+            feeds: list[dict[str, np.ndarray]], threads: int = 2, extremes: bool = False
+            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(strided samples, per-channel means) of ``tensors`` of the float model over ``feeds``;
+    with ``extremes``, (min, max) over every value instead of samples.
+
+    Per-channel means are over batch and spatial positions (axis 1 is the channel).
+    """
+    session, names = _tap_session(float_model, tensors, threads)
     samples: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -211,17 +218,7 @@ def collect_quantized_means(float_model: onnx.ModelProto,
                             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel E[x] and E[Q(x)] of the float model's tensors ``params`` (tensor ->
     (scale, zero point) of its uint8 quantization)."""
-    model = onnx.ModelProto()
-    model.CopyFrom(float_model)
-    outputs = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in params if t not in outputs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    session, names = _tap_session(float_model, params, threads)
     sums_f: dict[str, np.ndarray] = {}
     sums_q: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import onnx
 
 from ..errors import ItmOnnxError, UsageError
-from ..utils.atomic import atomic_output
 from . import report as qreport
 
 TARGETS = ("cpu", "nnapi")
@@ -32,7 +30,7 @@ NNAPI_SCHEMES = ("mixed",)
 def quantize_for_nnapi(config, progress) -> Any:
     """``quantize_model`` for ``config.target == "nnapi"`` (see the module doc)."""
     from .. import mobile
-    from .api import _json_default, quantize_model, report_path
+    from .api import _write_outputs, quantize_model
 
     if config.scheme not in NNAPI_SCHEMES:
         raise UsageError(f"--target nnapi supports --{' / --'.join(NNAPI_SCHEMES)}, "
@@ -74,17 +72,7 @@ def quantize_for_nnapi(config, progress) -> Any:
             notes=[*result.notes, "fidelity and tensor errors are of the quantized model "
                    "before the NNAPI passes; target.cpu_output_vs_quantized says how far "
                    "the passes moved the CPU output"])
-        try:
-            with atomic_output(output) as staged_out:
-                staged_out.write_bytes(data)
-            if config.report:
-                result.report_file = str(report_path(output))
-                with atomic_output(report_path(output)) as staged_report:
-                    staged_report.write_text(json.dumps(result.to_dict(), indent=2,
-                                                        sort_keys=True,
-                                                        default=_json_default) + "\n")
-        except OSError as exc:
-            raise ItmOnnxError(f"cannot write {output}: {exc.strerror or exc}") from None
+        _write_outputs(config, data, result)
     return result
 
 
