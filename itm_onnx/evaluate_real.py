@@ -166,11 +166,11 @@ def _display(linear: np.ndarray) -> np.ndarray:
 def _grid_row(sample: Any, predictions: dict[str, np.ndarray],
               figures: dict[str, dict[str, float]]) -> list[np.ndarray]:
     aligned = {name: p * figures[name]["exposure_scale"] for name, p in predictions.items()}
-    error = np.abs(metrics.pu21(aligned["model"] * metrics.CLIP_NITS)
-                   - metrics.pu21(sample.linear * metrics.CLIP_NITS)).mean(axis=-1)
-    heat = np.clip(error / 100.0, 0.0, 1.0)  # 100 PU units (about a third of the range) = white
-    heat_rgb = np.stack([np.clip(3 * heat, 0, 1), np.clip(3 * heat - 1, 0, 1),
-                         np.clip(3 * heat - 2, 0, 1)], axis=-1)
+    from .evaluate import error_map
+
+    # In PU21 units / 100: 100 units (about a sixth of the range) = white.
+    heat_rgb = error_map(metrics.pu21(aligned["model"] * metrics.CLIP_NITS) / 100.0,
+                         metrics.pu21(sample.linear * metrics.CLIP_NITS) / 100.0, gain=1.0)
     return [sample.ldr.astype(np.float32) / 255.0, _display(aligned["identity"]),
             _display(aligned["model"]), _display(sample.linear), heat_rgb]
 

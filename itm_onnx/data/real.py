@@ -21,11 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from .camera import CLEAN_CAMERA, EVAL_CLIP_FRACTION, EVAL_CURVES, CameraModel, shoot
-from .datasets import Pair, _existing_folder, _FolderDataset, _is_hdr_file, _readable_headers
+from .datasets import (
+    Pair,
+    _existing_folder,
+    _FolderDataset,
+    _is_hdr_file,
+    _readable_headers,
+    _to_tensor,
+)
 from .encoding import get_encoding
 from .hdr_io import read_hdr
 from .images import DEFAULT_MAX_PIXELS, ImageError
@@ -33,8 +39,9 @@ from .synthetic import render_scene
 from .views import fixed_samples, is_panorama, random_sample
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+def _shot_pair(ldr: np.ndarray, linear: np.ndarray, encoding) -> Pair:
+    """(8-bit input / 255, encoded clip-relative radiance) as 3xHxW tensors."""
+    return _to_tensor(ldr.astype(np.float32) / 255.0), _to_tensor(encoding.encode(linear))
 
 
 def hdr_files(root: str | os.PathLike[str]) -> list[Path]:
@@ -72,8 +79,7 @@ class RealViews(_FolderDataset):
         else:
             hdr = random_sample(self.load(index), self.size, rng)
         shot = shoot(hdr, rng, self.camera)
-        return (_to_tensor(shot.ldr.astype(np.float32) / 255.0),
-                _to_tensor(self.encoding.encode(shot.linear)))
+        return _shot_pair(shot.ldr, shot.linear, self.encoding)
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,7 @@ class RealViewSet(Dataset[Pair]):
 
     def __getitem__(self, index: int) -> Pair:
         s = self.samples()[index]
-        return (_to_tensor(s.ldr.astype(np.float32) / 255.0),
-                _to_tensor(self.encoding.encode(s.linear)))
+        return _shot_pair(s.ldr, s.linear, self.encoding)
 
 
 # --- calibration photos -----------------------------------------------------------------
