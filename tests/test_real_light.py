@@ -216,6 +216,14 @@ def test_train_on_real_views_and_select_by_pu21(hdr_folder, tmp_path):
     assert report["info"]["encoding"] == "mulaw-clip"
 
 
+@pytest.mark.parametrize("option", [["--synthetic-mix", "1.5"], ["--val-views", "0"]])
+def test_train_real_rejects_bad_options_in_one_line(hdr_folder, tmp_path, option):
+    result = CliRunner().invoke(main, ["train", "--data", "real", "--hdr-dir", str(hdr_folder),
+                                       "--out-dir", str(tmp_path / "run"), *option])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
 def _random_checkpoint(tmp_path):
     from itm_onnx.checkpoint import save_checkpoint
 

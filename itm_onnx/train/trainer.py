@@ -479,7 +479,10 @@ class Trainer:
         if c.crop <= 0 or c.crop % 32 or c.val_size <= 0 or c.val_size % 32:
             raise UsageError(f"crop {c.crop} and val size {c.val_size} must be positive "
                              "multiples of 32 (the model downsamples 32x)")
-        for name in ("steps", "batch_size", "val_every", "val_images", "checkpoint_every"):
+        if not 0.0 <= c.synthetic_mix <= 1.0:
+            raise UsageError(f"--synthetic-mix must be between 0 and 1, got {c.synthetic_mix:g}")
+        for name in ("steps", "batch_size", "val_every", "val_images", "val_views",
+                     "checkpoint_every"):
             if getattr(c, name) <= 0:
                 raise UsageError(f"{name.replace('_', '-')} must be positive")
         if c.qat and c.init is None:
