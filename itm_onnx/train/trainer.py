@@ -511,7 +511,7 @@ class Trainer:
         encoding = c.resolved_encoding()
         options = {"output_encoding": encoding, **c.model_options}
         if encoding != "mulaw-clip" and "output_transform" not in options and \
-                getattr(get_entry(c.model).make_config(), "output_transform", None) == "hdr":
+                getattr(create_model(c.model).config, "output_transform", None) == "hdr":
             # The "hdr" transform predicts mulaw-clip; other targets get the plain residual.
             options["output_transform"] = "bounded"
         if c.init is not None:
