@@ -85,8 +85,10 @@ def run_pipeline(config: PipelineConfig,
                                        build_mixed=False), progress=log)
         specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", Path(mixed.artifact))] + peers[3:]
         count = config.validate_images
+        # One session at a time: five 1088x1920 sessions held together need ~7 GB.
         rows = run_bench(BenchConfig(models=specs, threads=config.threads,
-                                     runs=config.bench_runs, fidelity_images=count),
+                                     runs=config.bench_runs, fidelity_images=count,
+                                     sequential=True),
                          progress=log, images=lambda h, w: heldout_images(h, w, count))
         title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
         reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))

@@ -61,6 +61,19 @@ def test_two_models_side_by_side(models):
     assert rows[1].session_options == {"disabled_optimizers": ["NchwcTransformer"]}
 
 
+def test_sequential_mode_times_every_model_and_measures_fidelity(models):
+    specs = [ModelSpec("small", models[0]), ModelSpec("wide", models[1])]
+    images = lambda h, w: [np.random.default_rng(1).random((1, 3, h, w), np.float32)]  # noqa: E731
+    rows = {mode: run_bench(BenchConfig(models=specs, runs=3, memory=False, profile=False,
+                                        fidelity_images=1, sequential=mode), images=images)
+            for mode in (False, True)}
+    for row in rows[True]:
+        assert row.status == "ok" and len(row.times_ms) == 3 and row.median_ms > 0
+    # the same models on the same image: the same 10-bit fidelity, whichever the mode
+    assert rows[True][1].fidelity == rows[False][1].fidelity
+    assert rows[True][1].fidelity["reference"] == "small" and not rows[True][0].fidelity
+
+
 def test_profile_summarizes_ort_traces(models, tmp_path):
     rows = run_bench(BenchConfig(models=[ModelSpec("small", models[0])], runs=1, memory=False,
                                  profile_dir=tmp_path / "prof"))

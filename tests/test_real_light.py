@@ -157,6 +157,43 @@ def test_saturated_inputs_never_come_out_darker_than_the_clip_level(push):
     assert float(linear[:, 0, 40:50, 40:50].min()) >= 1.0
 
 
+@pytest.mark.parametrize("push", [-50.0, 50.0])
+def test_highlight_gate_keeps_every_tone_below_it_exactly_the_identity(push):
+    torch.manual_seed(0)
+    model = create_model("mqnet", highlight_gate=0.95).eval()
+    with torch.no_grad():
+        model.head.conv3.weight.fill_(push)
+        ldr = torch.rand(1, 3, 64, 64)
+        ldr[:, :, 8:24, 8:40] = 1.0
+        y = model(ldr)
+    identity = get_encoding("mulaw-clip").encode(ldr**2.2)
+    below = ldr < 0.95
+    assert float((y - identity)[below].abs().max()) < 1e-6
+    # above it the residual acts: a push of +50 lifts the blown-out window towards 32 x
+    window = get_encoding("mulaw-clip").decode(y[:, :, 8:24, 8:40])
+    assert float(window.min()) > (10.0 if push > 0 else 0.99)
+
+
+def test_pu21_psnr_loss_scores_as_the_benchmark_does():
+    from itm_onnx.evaluate_real import baseline_predictions
+    from itm_onnx.train.losses import PU21PSNRLoss
+
+    rng = np.random.default_rng(0)
+    hdr = _panorama(64)[:, :64] * rng.uniform(0.5, 2.0)
+    shot = shoot(hdr, rng, CLEAN_CAMERA, clip_fraction=0.05, curve="gamma1.8")
+    enc = get_encoding("mulaw-clip")
+    identity = baseline_predictions(shot.ldr)["identity"]
+    expected = pu21_psnr(align_on_well_exposed(identity, shot.linear, shot.ldr)[0], shot.linear)
+    to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(  # noqa: E731
+        a.transpose(2, 0, 1)[None], np.float32))
+    prediction = to_tensor(enc.encode(identity.astype(np.float32))).requires_grad_()
+    loss, parts = PU21PSNRLoss()(prediction, to_tensor(enc.encode(shot.linear)),
+                                 to_tensor(shot.ldr / 255.0))
+    assert parts["pu21_psnr"] == pytest.approx(min(expected, 70.0), abs=0.05)
+    loss.backward()  # and it trains: a gradient reaches the prediction
+    assert float(prediction.grad.abs().sum()) > 0
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 

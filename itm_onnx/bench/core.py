@@ -95,6 +95,11 @@ class BenchConfig:
     profile: bool = True
     profile_dir: Path | None = None  # keep the traces here (None: a temporary folder)
     profile_runs: int = 2
+    # One model in memory at a time (load, warm up, time, measure fidelity, free), instead
+    # of all loaded and timed in alternating rounds: peak memory of one session rather than
+    # of all, at the price of drift between models no longer cancelling out. The pipeline
+    # uses it; a comparison on a shared machine should not.
+    sequential: bool = False
 
 
 @dataclass
@@ -269,33 +274,31 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
                  progress: Callable[[str], None],
                  images: Callable[[int, int], list[np.ndarray]] | None) -> list[Row]:
     height, width = size
-    rows, targets = [], []
-    for spec in config.models:
-        row = Row(spec.label, _model_text(spec), f"{height}x{width}", ep)
-        rows.append(row)
-        if spec.unavailable:
-            row.status = spec.unavailable
-            continue
-        fixed = fixed_size(spec.path) if spec.path is not None else None
-        if fixed is not None and fixed != size:
-            row.status = f"skipped: fixed input {fixed[0]}x{fixed[1]}"
-            continue
-        if (spec.is_torch or spec.is_litert) and provider != "CPUExecutionProvider":
-            row.status = ("skipped: PyTorch eager runs on the CPU only here" if spec.is_torch
-                          else "skipped: LiteRT runs in its own interpreter (XNNPACK), once")
-            continue
-        progress(f"loading {spec.label}")
-        target = _Target(spec, provider, config.threads)
-        row.session_s, row.session_options = round(target.session_s, 3), target.options
-        targets.append((row, target))
+    rows = [Row(spec.label, _model_text(spec), f"{height}x{width}", ep) for spec in config.models]
+    runnable = [(row, spec) for row, spec in zip(rows, config.models, strict=True)
+                if _runnable(row, spec, size, provider)]
     image = np.random.default_rng(config.seed).random((1, 3, height, width), dtype=np.float32)
-    progress(f"timing {len(targets)} model(s) at {height}x{width} on {ep}: {config.warmup} "
-             f"warm-up + {config.runs} alternating runs each")
-    _time_alternating(targets, image, config)
-    if images is not None and config.fidelity_images > 0 and len(targets) > 1:
-        progress(f"fidelity on {config.fidelity_images} held-out image(s)")
-        _fidelity(targets, images(height, width))
-    del targets  # free the sessions before the child processes run
+    inputs = (images(height, width) if images is not None and config.fidelity_images > 0
+              and len(runnable) > 1 else [])
+    mode = "one at a time" if config.sequential else "alternating"
+    progress(f"timing {len(runnable)} model(s) at {height}x{width} on {ep}: {config.warmup} "
+             f"warm-up + {config.runs} {mode} runs each")
+    if config.sequential:
+        reference: list[np.ndarray] | None = None
+        for row, spec in runnable:
+            target = _load(row, spec, provider, config, progress)
+            _time_alternating([(row, target)], image, config)
+            reference = _fidelity(row, target, inputs, reference, runnable[0][0].label)
+            del target  # free the session before the next one loads
+    else:
+        targets = [(row, _load(row, spec, provider, config, progress)) for row, spec in runnable]
+        _time_alternating(targets, image, config)
+        if inputs:
+            progress(f"fidelity on {len(inputs)} held-out image(s)")
+            reference = None
+            for row, target in targets:
+                reference = _fidelity(row, target, inputs, reference, targets[0][0].label)
+        del targets  # free the sessions before the child processes run
     if config.profile or config.profile_dir is not None:
         for row, spec in zip(rows, config.models, strict=True):
             if row.status == "ok" and spec.path is not None:
@@ -311,6 +314,30 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
         if row.median_ms and first:
             row.ratio_to_first = round(row.median_ms / first, 3)
     return rows
+
+
+def _runnable(row: Row, spec: ModelSpec, size: tuple[int, int], provider: str) -> bool:
+    """Whether ``spec`` runs in this group; if not, ``row.status`` says why."""
+    if spec.unavailable:
+        row.status = spec.unavailable
+        return False
+    fixed = fixed_size(spec.path) if spec.path is not None else None
+    if fixed is not None and fixed != size:
+        row.status = f"skipped: fixed input {fixed[0]}x{fixed[1]}"
+        return False
+    if (spec.is_torch or spec.is_litert) and provider != "CPUExecutionProvider":
+        row.status = ("skipped: PyTorch eager runs on the CPU only here" if spec.is_torch
+                      else "skipped: LiteRT runs in its own interpreter (XNNPACK), once")
+        return False
+    return True
+
+
+def _load(row: Row, spec: ModelSpec, provider: str, config: BenchConfig,
+          progress: Callable[[str], None]) -> _Target:
+    progress(f"loading {spec.label}")
+    target = _Target(spec, provider, config.threads)
+    row.session_s, row.session_options = round(target.session_s, 3), target.options
+    return target
 
 
 def _time_alternating(targets: list, image: np.ndarray, config: BenchConfig) -> None:
@@ -389,16 +416,23 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-").lower() or "model"
 
 
-def _fidelity(targets: list, inputs: list[np.ndarray]) -> None:
-    """10-bit code error of every model against the first, on the held-out inputs."""
+def _fidelity(row: Row, target: _Target, inputs: list[np.ndarray],
+              reference: list[np.ndarray] | None, reference_label: str) -> list[np.ndarray]:
+    """10-bit code error against the first model on the held-out inputs.
+
+    The first call (``reference`` None) only computes the first model's codes and returns
+    them; later calls fill ``row.fidelity``.
+    """
     from ..quantize.api import code_error_summary, codes10
 
-    reference = [codes10(targets[0][1].run(x)) for x in inputs]
-    for row, target in targets[1:]:
-        diffs = [np.abs(codes10(target.run(x)) - ref).ravel()
-                 for x, ref in zip(inputs, reference, strict=True)]
+    if reference is None:
+        return [codes10(target.run(x)) for x in inputs]
+    diffs = [np.abs(codes10(target.run(x)) - ref).ravel()
+             for x, ref in zip(inputs, reference, strict=True)]
+    if diffs:
         row.fidelity = {**code_error_summary(np.concatenate(diffs)), "images": len(inputs),
-                        "reference": targets[0][0].label}
+                        "reference": reference_label}
+    return reference
 
 
 def _peak_rss(spec: ModelSpec, provider: str, size: tuple[int, int],

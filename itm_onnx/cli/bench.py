@@ -88,11 +88,14 @@ def print_table(rows: list[Row]) -> None:
 @click.option("--chart", type=click.Path(path_type=Path), default=Path("bench.png"),
               show_default=True, help="PNG chart of latency and memory.")
 @click.option("--no-chart", is_flag=True, help="Do not write the chart.")
+@click.option("--sequential", is_flag=True,
+              help="Load and time one model at a time (peak memory of one session instead "
+                   "of all), not in alternating rounds: for small machines; drift between "
+                   "models then no longer cancels out.")
 @json_option
 def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpoint, work_dir,
                   calibration, calibrate_method, fidelity_images, no_litert, no_memory,
-                  profile_dir,
-                  no_profile, chart, no_chart, as_json):
+                  profile_dir, no_profile, chart, no_chart, sequential, as_json):
     """Benchmark ONNX models side by side in one process.
 
     Models run alternately (order rotated each round) after warm-up; reported: min,
@@ -131,18 +134,20 @@ def bench_command(models, sizes, eps, threads, runs, warmup, peers_fp32, checkpo
             models=specs, sizes=parse_sizes(sizes) if sizes else [],
             eps=[e.strip() for e in eps.split(",") if e.strip()], threads=threads, runs=runs,
             warmup=warmup, memory=not no_memory, fidelity_images=count,
-            profile=not no_profile, profile_dir=profile_dir)
+            profile=not no_profile, profile_dir=profile_dir, sequential=sequential)
         from ..bench.fidelity import heldout_images
 
         rows = run_bench(config, progress=log, images=lambda h, w: heldout_images(h, w, count))
     machine["load_average_at_end"] = load_average()
     result = {"config": {"threads": threads, "runs": runs, "warmup": warmup, "eps": config.eps,
-                         "fidelity_images": count}, "machine": machine,
+                         "fidelity_images": count, "sequential": sequential},
+              "machine": machine,
               "rows": rows_to_dicts(rows)}
     if not no_chart and any(r.median_ms for r in rows):
         from ..bench.chart import draw_chart
 
-        title = f"itm-onnx bench: {threads} thread(s), median of {runs} alternating runs"
+        mode = "sequential" if sequential else "alternating"
+        title = f"itm-onnx bench: {threads} thread(s), median of {runs} {mode} runs"
         result["chart"] = str(draw_chart(rows, chart, title))
     emit(result, as_json, lambda _: _print(rows, result))
 

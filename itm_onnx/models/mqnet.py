@@ -55,6 +55,15 @@ small hedge of a network that cannot know the camera's exact curve costs more th
 gains (measured on real views: a 200-step model lost up to 20 dB PU21 on views that the
 identity got to 62 dB); with the dead zone those pixels stay exactly the identity, and
 only confident corrections pass.
+
+Highlight gate (``highlight_gate`` tau, 0 = off): the residual is multiplied, per channel,
+by ``g = clamp((I - tau) / (1 - tau), 0, 1)`` before anything else, as HDR-CNN (Eilertsen
+et al. 2017) blends its prediction in only where the photo nears saturation. Below tau the
+output is exactly the identity prediction, so the network spends all it has on what the
+8-bit photo lost (clipped light) and can never damage a well-exposed tone; per channel,
+because a channel that did not clip holds its true value. Measured on the real validation
+views: replacing only the clipped pixels by the truth would lift PU21 from 36.1 to 45.4 dB,
+so this is where the gain is.
 """
 
 from __future__ import annotations
@@ -121,6 +130,9 @@ class MQNetConfig:
     # "hdr" transform: residuals smaller than this (on the [0, 1] output scale) are set to
     # exactly zero, larger ones shrunk by it (soft threshold; module doc).
     residual_deadzone: float = 0.004
+    # "hdr" transform: 0 (off) or the 8-bit level tau above which the residual may act;
+    # below it every channel is exactly the identity prediction (module doc, "Highlight gate").
+    highlight_gate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_LAYERS:
@@ -138,6 +150,8 @@ class MQNetConfig:
                 f"{self.output_encoding!r}; use output_transform 'bounded' for other encodings")
         if not 0.0 <= self.residual_deadzone < 0.5:
             raise ValueError(f"residual_deadzone must be in [0, 0.5), got {self.residual_deadzone}")
+        if not 0.0 <= self.highlight_gate < 1.0:
+            raise ValueError(f"highlight_gate must be in [0, 1), got {self.highlight_gate}")
         if self.width_mult <= 0 or self.reduction < 1 or self.expansion < 1:
             raise ValueError("width_mult, reduction and expansion must be positive")
 
@@ -244,9 +258,9 @@ class MQNetHead(nn.Module):
 class OutputTransform(nn.Module):
     """Combine the input image and the head's residual ``t`` in [-1, 1] (see module doc)."""
 
-    def __init__(self, kind: str = "hdr", deadzone: float = 0.0) -> None:
+    def __init__(self, kind: str = "hdr", deadzone: float = 0.0, gate: float = 0.0) -> None:
         super().__init__()
-        self.kind, self.deadzone = kind, deadzone
+        self.kind, self.deadzone, self.gate = kind, deadzone, gate
         if kind == "hdr":
             from ..data.encoding import MU_CLIP, PEAK_CLIP, get_encoding
 
@@ -261,6 +275,9 @@ class OutputTransform(nn.Module):
         if self.kind == "clamp":
             return torch.clamp(image + t, 0.0, 1.0)
         base = image
+        if self.kind == "hdr" and self.gate > 0:
+            opening = (image - self.gate) * (1.0 / (1.0 - self.gate))
+            t = t * (torch.relu(opening) - torch.relu(opening - 1.0))  # clamp 0..1, Relu only
         if self.kind == "hdr" and self.deadzone > 0:
             # = t - clamp(t, -d, d), written with Relu: NNAPI's Clip takes only ReLU1/6 bounds.
             shrunk = torch.relu(t - self.deadzone) - torch.relu(t * -1.0 - self.deadzone)
@@ -295,7 +312,7 @@ class MQNet(nn.Module):
         self.backbone = MQNetBackbone(self.config)
         self.head = MQNetHead(self.backbone.out_channels)
         self.output = OutputTransform(self.config.output_transform,
-                                      self.config.residual_deadzone)
+                                      self.config.residual_deadzone, self.config.highlight_gate)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.output(image, self.head(self.backbone(image)))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -301,6 +302,79 @@ class PU21Loss(nn.Module):
         return f"{self.base.describe()} + {self.weight:g}*MSE(PU21)/PU21_peak^2"
 
 
+def align_scale_torch(prediction: torch.Tensor, target: torch.Tensor,
+                      ldr: torch.Tensor) -> torch.Tensor:
+    """Per-image exposure factors (Bx1x1x1, no gradient) as the benchmark aligns them.
+
+    :func:`itm_onnx.metrics.align_on_well_exposed` on a batch: the median log luminance
+    ratio over pixels whose every 8-bit channel is well exposed (all pixels with light
+    when under 1 % are).
+    """
+    from ..metrics import _LUMA, WELL_EXPOSED_CODES
+
+    luma = prediction.new_tensor(_LUMA.astype(np.float32)).view(1, 3, 1, 1)
+    p_lum, t_lum = (prediction.detach() * luma).sum(1), (target * luma).sum(1)
+    codes = torch.round(ldr * 255.0)
+    well = ((codes >= WELL_EXPOSED_CODES[0]) & (codes <= WELL_EXPOSED_CODES[1])).all(dim=1)
+    lit = (p_lum > 0) & (t_lum > 0)
+    scales = []
+    for i in range(prediction.shape[0]):
+        mask = well[i] & lit[i]
+        if mask.float().mean() < 0.01:
+            mask = lit[i]
+        if not bool(mask.any()):
+            scales.append(prediction.new_ones(()))
+            continue
+        ratio = torch.log(t_lum[i][mask]) - torch.log(p_lum[i][mask])
+        scales.append(torch.exp(torch.quantile(ratio, 0.5)))
+    return torch.stack(scales).view(-1, 1, 1, 1)
+
+
+class PU21PSNRLoss(nn.Module):
+    """Minus the mean over images of PU21-PSNR / 10: the real-light benchmark's own figure.
+
+    Each prediction is decoded (``mulaw-clip``: radiance relative to the clip level),
+    scaled by its well-exposed exposure factor (:func:`align_scale_torch`) and PU21-encoded
+    with the clip level at 200 cd/m2, exactly as ``itm-onnx evaluate --data real`` scores it.
+    A mean of per-image log-MSEs rather than one MSE: an image that the identity already
+    gets right weighs as much as one with a blown-out lamp, so a needless boost of a
+    barely clipped sky costs what it costs in the benchmark. PSNR is capped at
+    ``ceiling_db`` (a perfect image gives a finite loss). Needs the input photo, for the
+    well-exposed mask (``takes_input``).
+    """
+
+    takes_input = True
+
+    def __init__(self, ceiling_db: float = 70.0) -> None:
+        super().__init__()
+        from ..data.encoding import get_encoding
+        from ..metrics import CLIP_NITS, PU21_PEAK
+
+        self.decode = get_encoding("mulaw-clip").decode
+        self.nits, self.peak, self.ceiling_db = CLIP_NITS, PU21_PEAK, ceiling_db
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor,
+                ldr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        pred, true = self.decode(prediction), self.decode(target)
+        pred = pred * align_scale_torch(pred, true, ldr)
+        error = pu21_torch(pred * self.nits) - pu21_torch(true * self.nits)
+        mse = error.pow(2).mean(dim=(1, 2, 3)) / self.peak**2
+        psnr = -10.0 * torch.log10(mse + 10.0 ** (-self.ceiling_db / 10.0))
+        mean_psnr = psnr.mean()
+        return -mean_psnr / 10.0, {"pu21_psnr": float(mean_psnr.detach())}
+
+    def describe(self) -> str:
+        return (f"-mean PU21-PSNR/10 (aligned on well-exposed pixels, capped at "
+                f"{self.ceiling_db:g} dB)")
+
+
+def build_pu21_psnr_loss(vgg_weights: Path | None = None,
+                         log_mse_weight: float = 0.0) -> PU21PSNRLoss:
+    if vgg_weights or log_mse_weight:
+        raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm")
+    return PU21PSNRLoss()
+
+
 def build_pu21_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> PU21Loss:
     if vgg_weights or log_mse_weight:
         raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm")
@@ -326,4 +400,5 @@ def build_qatie_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.
 # Loss name -> builder(vgg_weights=..., log_mse_weight=...) returning a module whose
 # forward(prediction, target) gives (total, {part: float}) and describe() a line.
 LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": build_qatie_loss,
-                                               "pu21": build_pu21_loss}
+                                               "pu21": build_pu21_loss,
+                                               "pu21-psnr": build_pu21_psnr_loss}
