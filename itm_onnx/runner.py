@@ -409,11 +409,15 @@ class Runner:
     intra-op threads (default: ORT's choice, or the model's recommendation). Session
     settings a quantized model recommends in its metadata are applied. ``notices``
     lists what the user should be told once (missing metadata, skipped settings).
+    ``release_memory`` turns ORT's CPU memory arena off, so that a run's working memory
+    goes back to the system when it ends (same outputs; each run allocates anew): for
+    jobs that hold several sessions at once, such as ``validate``.
     """
 
     def __init__(self, model_path: str | Path, providers: Sequence[str] = ("cpu",),
                  threads: int | None = None,
-                 overlap_fraction: float = TILE_OVERLAP_FRACTION) -> None:
+                 overlap_fraction: float = TILE_OVERLAP_FRACTION,
+                 release_memory: bool = False) -> None:
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be >= 1, got {threads}")
         if not 0.0 < overlap_fraction < 1.0:
@@ -425,6 +429,8 @@ class Runner:
         del proto
         options, kwargs, skipped = build_session_options(self.info.session_options, threads)
         self.notices += skipped
+        if release_memory:
+            options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=self.providers, **kwargs)

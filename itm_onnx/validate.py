@@ -231,7 +231,9 @@ def load_backends(config: ValidateConfig) -> Backends:
     given = {name: path for name, path in given.items() if path is not None}
     if len(given) < 2:
         raise UsageError("validate needs at least two of --checkpoint, --fp32, --quantized")
-    runners = {name: Runner(given[name], config.providers, config.threads)
+    # Two full-resolution sessions side by side: each gives its working memory back after
+    # every run, so the peak is one run's, not the sum of both arenas.
+    runners = {name: Runner(given[name], config.providers, config.threads, release_memory=True)
                for name in ("fp32", "quantized") if name in given}
     notices = [f"{name}: {notice}" for name, runner in runners.items()
                for notice in runner.notices]
