@@ -239,18 +239,25 @@ def test_evaluate_real_without_folder_is_a_usage_error():
     assert result.exit_code == 2 and "--hdr-dir" in result.output
 
 
-def test_train_on_real_views_and_select_by_pu21(hdr_folder, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--loss", "pu21-psnr", "--model-option",
+                                           "highlight_gate=0.95"]])
+def test_train_on_real_views_and_select_by_pu21(hdr_folder, tmp_path, extra):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
         "train", "--data", "real", "--hdr-dir", str(hdr_folder), "--val-dir", str(hdr_folder),
         "--val-views", "1", "--val-size", "64", "--crop", "64", "--batch-size", "2",
         "--steps", "2", "--val-every", "2", "--threads", "1", "--synthetic-mix", "0.5",
-        "--out-dir", str(out), "--json"])
+        "--out-dir", str(out), "--json", *extra])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # the progress lines go to stderr
     figures = report["info"]["figures"]
     assert figures["selected_by"] == "pu21_psnr" and figures["val"]["clip_floor_share"] == 1.0
     assert report["info"]["encoding"] == "mulaw-clip"
+    if extra:
+        from itm_onnx.checkpoint import read_checkpoint_metadata
+
+        config = json.loads(read_checkpoint_metadata(report["final_checkpoint"])["config"])
+        assert config["highlight_gate"] == 0.95 and "PU21-PSNR" in report["info"]["loss"]
 
 
 @pytest.mark.parametrize("option", [["--synthetic-mix", "1.5"], ["--val-views", "0"]])
