@@ -12,6 +12,11 @@ file the term is left out, and the run records that it was.
 ``qatie``, the loss released with the QATIE paper ("Bridging the Training-Deployment
 Gap", GenAI4E/QATIE, image enhancement on DPED): 2 x PSNR loss on BT.601 luma
 + 100 x (1 - SSIM) + 1 x outlier-aware L1; see :class:`QATIELoss`.
+
+Real light (``mulaw-clip`` targets): ``pu21`` (MQNet's loss + PU21 MSE), ``pu21-psnr`` (minus
+the mean per-image PU21-PSNR, as the real-light benchmark scores) and ``pu21-mse`` (the
+batch's pooled PU21 MSE, which lets the images with most error, lamps and suns, dominate);
+the last two align each prediction's exposure as the benchmark does (:class:`PU21PSNRLoss`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -345,13 +351,14 @@ class PU21PSNRLoss(nn.Module):
 
     takes_input = True
 
-    def __init__(self, ceiling_db: float = 70.0) -> None:
+    def __init__(self, ceiling_db: float = 70.0, pooled: bool = False) -> None:
         super().__init__()
         from ..data.encoding import get_encoding
         from ..metrics import CLIP_NITS, PU21_PEAK
 
         self.decode = get_encoding("mulaw-clip").decode
         self.nits, self.peak, self.ceiling_db = CLIP_NITS, PU21_PEAK, ceiling_db
+        self.pooled = pooled
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor,
                 ldr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -361,18 +368,23 @@ class PU21PSNRLoss(nn.Module):
         mse = error.pow(2).mean(dim=(1, 2, 3)) / self.peak**2
         psnr = -10.0 * torch.log10(mse + 10.0 ** (-self.ceiling_db / 10.0))
         mean_psnr = psnr.mean()
-        return -mean_psnr / 10.0, {"pu21_psnr": float(mean_psnr.detach())}
+        parts = {"pu21_psnr": float(mean_psnr.detach())}
+        if self.pooled:  # the batch's MSE x 1000: the images with most error dominate
+            return mse.mean() * 1000.0, parts
+        return -mean_psnr / 10.0, parts
 
     def describe(self) -> str:
+        if self.pooled:
+            return "1000 x MSE(PU21)/PU21_peak^2 over the batch (aligned on well-exposed pixels)"
         return (f"-mean PU21-PSNR/10 (aligned on well-exposed pixels, capped at "
                 f"{self.ceiling_db:g} dB)")
 
 
-def build_pu21_psnr_loss(vgg_weights: Path | None = None,
-                         log_mse_weight: float = 0.0) -> PU21PSNRLoss:
+def build_pu21_psnr_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0,
+                         pooled: bool = False) -> PU21PSNRLoss:
     if vgg_weights or log_mse_weight:
         raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm")
-    return PU21PSNRLoss()
+    return PU21PSNRLoss(pooled=pooled)
 
 
 def build_pu21_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> PU21Loss:
@@ -401,4 +413,6 @@ def build_qatie_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.
 # forward(prediction, target) gives (total, {part: float}) and describe() a line.
 LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": build_qatie_loss,
                                                "pu21": build_pu21_loss,
-                                               "pu21-psnr": build_pu21_psnr_loss}
+                                               "pu21-psnr": build_pu21_psnr_loss,
+                                               "pu21-mse": partial(build_pu21_psnr_loss,
+                                                                   pooled=True)}
