@@ -22,6 +22,7 @@ from typing import Any
 
 from .checkpoint import read_checkpoint_metadata
 from .export import ExportConfig, export_model, resolve_checkpoint
+from .utils.memory import release_freed_memory
 from .utils.progress import bar
 
 
@@ -63,12 +64,14 @@ def run_pipeline(config: PipelineConfig,
         log(f"[1/4] export {config.model} at {config.height}x{config.width}")
         fp32 = export_model(export_config)
         reports["export"] = fp32
+        release_freed_memory()
         stages.update(1)
 
         log("[2/4] quantize --mixed")
         mixed = quantize_model(QuantizeConfig(model=Path(fp32.artifact),
                                               output=out / f"{stem}-mixed.onnx"), progress=log)
         reports["quantize"] = mixed
+        release_freed_memory()
         stages.update(1)
 
         log("[3/4] validate fp32 vs mixed")
@@ -78,11 +81,13 @@ def run_pipeline(config: PipelineConfig,
                                            report=out / "validate-report.png",
                                            threads=config.threads), log)
         reports["validate"] = fidelity
+        release_freed_memory()
         stages.update(1)
 
         log("[4/4] bench against the peers")
         peers = build_peers(PeerConfig(fp32=Path(fp32.artifact), work_dir=out / "peers",
                                        build_mixed=False), progress=log)
+        release_freed_memory()
         specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", Path(mixed.artifact))] + peers[3:]
         count = config.validate_images
         # One session at a time: five 1088x1920 sessions held together need ~7 GB.

@@ -33,6 +33,7 @@ import onnxruntime as ort
 from .. import onnx_meta
 from ..errors import ItmOnnxError, UsageError
 from ..runner import build_session_options
+from ..utils.memory import release_freed_memory
 from ..utils.progress import bar
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,7 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
             _time_alternating([(row, target)], image, config)
             reference = _fidelity(row, target, inputs, reference, runnable[0][0].label)
             del target  # free the session before the next one loads
+            release_freed_memory()
     else:
         targets = [(row, _load(row, spec, provider, config, progress)) for row, spec in runnable]
         _time_alternating(targets, image, config)
@@ -299,6 +301,8 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
             for row, target in targets:
                 reference = _fidelity(row, target, inputs, reference, targets[0][0].label)
         del targets  # free the sessions before the child processes run
+    del inputs  # and the held-out images: the children measure their own peak
+    release_freed_memory()
     if config.profile or config.profile_dir is not None:
         for row, spec in zip(rows, config.models, strict=True):
             if row.status == "ok" and spec.path is not None:
