@@ -117,9 +117,10 @@ def test_outlier_weight_is_detached_and_gradients_flow_to_the_prediction():
 
 
 def test_loss_registry():
-    assert set(LOSSES) == {"itm", "qatie", "pu21"}
+    assert set(LOSSES) == {"itm", "qatie", "pu21", "pu21-psnr", "pu21-mse"}
     assert isinstance(LOSSES["itm"](), ITMLoss)
     assert isinstance(LOSSES["qatie"](), QATIELoss)
+    assert LOSSES["pu21-mse"]().pooled and not LOSSES["pu21-psnr"]().pooled
     with pytest.raises(UsageError, match="--loss itm"):
         LOSSES["qatie"](log_mse_weight=0.1)
 
