@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
 from itm_onnx import onnx_meta
 from itm_onnx.cli import main
@@ -18,6 +17,8 @@ from itm_onnx.quantize.api import code_error_summary, codes10
 from itm_onnx.quantize.rewrite import HEAD_REWRITES, REWRITES, apply_rewrites
 from itm_onnx.quantize.schemes import QuantOptions
 
+from .calibration_images import write_structured_images
+
 MIN_IMAGES = 4
 
 
@@ -25,13 +26,7 @@ MIN_IMAGES = 4
 def calib_dir(tmp_path_factory) -> Path:
     """Eight small structured 8-bit images plus a README that must be ignored."""
     folder = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:80, 0:96] / 80.0
-    for i in range(8):
-        base = np.stack([np.sin(xx * rng.uniform(1, 9) + i), np.cos(yy * rng.uniform(1, 9)),
-                         xx * yy], -1) * 0.5 + 0.5
-        noisy = np.clip(base * rng.uniform(0.5, 2.0) + rng.normal(0, 0.03, base.shape), 0, 1)
-        Image.fromarray((noisy * 255).astype(np.uint8)).save(folder / f"img_{i}.png")
+    write_structured_images(folder, 8, 80, 96, seed=1)
     (folder / "README.md").write_text("not an image\n")
     return folder
 

@@ -18,19 +18,15 @@ from itm_onnx.quantize.calibration import fit_to_shape, load_calibration_images
 from itm_onnx.quantize.ptq import mse_range
 from itm_onnx.quantize.sensitivity import build_switchable, psnr_db
 
+from .calibration_images import write_structured_images
+
 MIN_IMAGES = 4
 
 
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:72, 0:88] / 72.0
-    for i in range(MIN_IMAGES):
-        base = np.stack([np.sin(xx * rng.uniform(1, 9) + i), np.cos(yy * rng.uniform(1, 9)),
-                         xx * yy], -1) * 0.5 + 0.5
-        noisy = np.clip(base * rng.uniform(0.5, 2.0) + rng.normal(0, 0.03, base.shape), 0, 1)
-        Image.fromarray((noisy * 255).astype(np.uint8)).save(folder / f"img_{i}.png")
+    write_structured_images(folder, MIN_IMAGES, 72, 88, seed=3)
     return folder
 
 
