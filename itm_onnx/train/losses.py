@@ -312,28 +312,19 @@ def align_scale_torch(prediction: torch.Tensor, target: torch.Tensor,
                       ldr: torch.Tensor) -> torch.Tensor:
     """Per-image exposure factors (Bx1x1x1, no gradient) as the benchmark aligns them.
 
-    :func:`itm_onnx.metrics.align_on_well_exposed` on a batch: the median log luminance
-    ratio over pixels whose every 8-bit channel is well exposed (all pixels with light
-    when under 1 % are).
+    :func:`itm_onnx.metrics.align_on_well_exposed` itself, image by image: the factor
+    carries no gradient, so the benchmark's own numpy code gives it, and the two cannot
+    drift apart.
     """
-    from ..metrics import _LUMA, WELL_EXPOSED_CODES
+    from ..metrics import align_on_well_exposed
 
-    luma = prediction.new_tensor(_LUMA.astype(np.float32)).view(1, 3, 1, 1)
-    p_lum, t_lum = (prediction.detach() * luma).sum(1), (target * luma).sum(1)
-    codes = torch.round(ldr * 255.0)
-    well = ((codes >= WELL_EXPOSED_CODES[0]) & (codes <= WELL_EXPOSED_CODES[1])).all(dim=1)
-    lit = (p_lum > 0) & (t_lum > 0)
-    scales = []
-    for i in range(prediction.shape[0]):
-        mask = well[i] & lit[i]
-        if mask.float().mean() < 0.01:
-            mask = lit[i]
-        if not bool(mask.any()):
-            scales.append(prediction.new_ones(()))
-            continue
-        ratio = torch.log(t_lum[i][mask]) - torch.log(p_lum[i][mask])
-        scales.append(torch.exp(torch.quantile(ratio, 0.5)))
-    return torch.stack(scales).view(-1, 1, 1, 1)
+    def hwc(x: torch.Tensor) -> np.ndarray:
+        return x.detach().permute(0, 2, 3, 1).cpu().numpy()
+
+    codes = np.round(hwc(ldr) * 255.0).astype(np.uint8)
+    scales = [align_on_well_exposed(p, t, c)[1]
+              for p, t, c in zip(hwc(prediction), hwc(target), codes, strict=True)]
+    return prediction.new_tensor(scales).view(-1, 1, 1, 1)
 
 
 class PU21PSNRLoss(nn.Module):
