@@ -10,16 +10,21 @@ library has no ``malloc_trim`` (macOS, musl).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
+from functools import cache
+
+
+@cache
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the running process's own symbols, or None."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def release_freed_memory() -> None:
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
