@@ -3,7 +3,9 @@
 ``run_pipeline`` chains the stages' Python APIs: export (fp32, fixed shape) ->
 quantize --mixed -> validate (fp32 vs mixed on held-out images) -> bench against the
 peers (ORT fp32, the naive ORT mixed recipe, full int8). Each stage writes its own
-artifacts into ``out_dir``; the pipeline collects their reports.
+artifacts into ``out_dir``; the pipeline collects their reports. Each stage runs in a
+child process (``PipelineConfig.isolate_stages``), so that the job's peak memory is that
+of its largest stage; this process imports neither PyTorch nor ONNX Runtime.
 
 A quantization-aware checkpoint (such as the shipped ``gated-unet-c12``) exports straight
 to its int8 QDQ model, so there is nothing to calibrate and no fp32 model to build peers
@@ -20,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import read_checkpoint_metadata
-from .export import ExportConfig, export_model, resolve_checkpoint
-from .utils.memory import release_freed_memory
+from .utils.isolate import run_isolated
 from .utils.progress import bar
 
 
@@ -37,98 +37,151 @@ class PipelineConfig:
     validate_images: int = 4  # held-out synthetic images for validate and bench fidelity
     bench_runs: int = 5
     threads: int = 2
+    # Each stage in a child process (utils/isolate.py): the job's peak memory is that of
+    # its largest stage, not that plus what earlier stages left behind. False: all in
+    # this process (for debugging with --debug tracebacks).
+    isolate_stages: bool = True
+
+
+def discard(_message: str) -> None:
+    """The default ``log``: say nothing (a module-level function, so children can take it)."""
 
 
 def run_pipeline(config: PipelineConfig,
-                 log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run every stage and return their report objects by stage name."""
-    from .bench import BenchConfig, ModelSpec, run_bench
-    from .bench.chart import draw_chart
-    from .bench.fidelity import heldout_images
-    from .bench.peers import PeerConfig, build_peers
-    from .quantize import QuantizeConfig, quantize_model
-    from .validate import ValidateConfig, validate
+                 log: Callable[[str], None] = discard) -> dict[str, Any]:
+    """Run every stage and return their report objects by stage name.
+
+    ``log`` must be picklable (a module-level function) when stages are isolated.
+    """
+    def stage(function: Callable[..., Any], *args: Any) -> Any:
+        return run_isolated(function, *args) if config.isolate_stages else function(*args)
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{config.model}-{config.height}x{config.width}"
     reports: dict[str, Any] = {}
+    with bar("pipeline", total=4, unit="stage") as stages:
+        log(f"[1/4] export {config.model} at {config.height}x{config.width}")
+        fp32, checkpoint, qat = stage(export_stage, config, out, stem)
+        reports["export"] = fp32
+        if qat:
+            return _run_qat_pipeline(config, fp32, checkpoint, out, stage, log)
+        stages.update(1)
+
+        log("[2/4] quantize --mixed")
+        mixed = stage(quantize_stage, Path(fp32.artifact), out / f"{stem}-mixed.onnx", log)
+        reports["quantize"] = mixed
+        stages.update(1)
+
+        log("[3/4] validate fp32 vs mixed")
+        reports["validate"] = stage(validate_stage, config, Path(fp32.artifact),
+                                    Path(mixed.artifact), out, log)
+        stages.update(1)
+
+        log("[4/4] bench against the peers")
+        reports["bench"] = stage(bench_stage, config, Path(fp32.artifact),
+                                 Path(mixed.artifact), out, log)
+        stages.update(1)
+    return reports
+
+
+def export_stage(config: PipelineConfig, out: Path, stem: str) -> tuple[Any, Path | None, bool]:
+    """Export the checkpoint: fp32, or the int8 QDQ model of a quantization-aware one.
+
+    Returns the export report, the checkpoint used (None: random init) and whether it is
+    quantization-aware.
+    """
+    from .export import ExportConfig, export_model, resolve_checkpoint
+
     export_config = ExportConfig(
         output=out / f"{stem}-fp32.onnx", model=config.model, checkpoint=config.checkpoint,
         random_init=config.random_init, height=config.height, width=config.width)
     checkpoint = resolve_checkpoint(export_config)
-    if checkpoint is not None and checkpoint_is_qat(checkpoint):
-        return _run_qat_pipeline(config, export_config, checkpoint, out, stem, log)
+    qat = checkpoint is not None and checkpoint_is_qat(checkpoint)
+    if qat:
+        export_config = dataclasses.replace(export_config, output=out / f"{stem}-qat.onnx")
+    return export_model(export_config), checkpoint, qat
 
-    with bar("pipeline", total=4, unit="stage") as stages:
-        log(f"[1/4] export {config.model} at {config.height}x{config.width}")
-        fp32 = export_model(export_config)
-        reports["export"] = fp32
-        release_freed_memory()
-        stages.update(1)
 
-        log("[2/4] quantize --mixed")
-        mixed = quantize_model(QuantizeConfig(model=Path(fp32.artifact),
-                                              output=out / f"{stem}-mixed.onnx"), progress=log)
-        reports["quantize"] = mixed
-        release_freed_memory()
-        stages.update(1)
+def quantize_stage(fp32: Path, output: Path, log: Callable[[str], None]) -> Any:
+    from .quantize import QuantizeConfig, quantize_model
 
-        log("[3/4] validate fp32 vs mixed")
-        fidelity = validate(ValidateConfig(fp32=Path(fp32.artifact),
-                                           quantized=Path(mixed.artifact),
-                                           count=config.validate_images,
-                                           report=out / "validate-report.png",
-                                           threads=config.threads), log)
-        reports["validate"] = fidelity
-        release_freed_memory()
-        stages.update(1)
+    return quantize_model(QuantizeConfig(model=fp32, output=output), progress=log)
 
-        log("[4/4] bench against the peers")
-        peers = build_peers(PeerConfig(fp32=Path(fp32.artifact), work_dir=out / "peers",
-                                       build_mixed=False), progress=log)
-        release_freed_memory()
-        specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", Path(mixed.artifact))] + peers[3:]
-        count = config.validate_images
-        # One session at a time: five 1088x1920 sessions held together need ~7 GB.
-        rows = run_bench(BenchConfig(models=specs, threads=config.threads,
-                                     runs=config.bench_runs, fidelity_images=count,
-                                     sequential=True),
-                         progress=log, images=lambda h, w: heldout_images(h, w, count))
-        title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
-        reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
-        stages.update(1)
-    return reports
+
+def validate_stage(config: PipelineConfig, fp32: Path, mixed: Path, out: Path,
+                   log: Callable[[str], None]) -> Any:
+    from .validate import ValidateConfig, validate
+
+    return validate(ValidateConfig(fp32=fp32, quantized=mixed, count=config.validate_images,
+                                   report=out / "validate-report.png",
+                                   threads=config.threads), log)
+
+
+def bench_stage(config: PipelineConfig, fp32: Path, mixed: Path, out: Path,
+                log: Callable[[str], None]) -> BenchResult:
+    """Build the peers from the fp32 export and bench them with the mixed model."""
+    from .bench import BenchConfig, ModelSpec, run_bench
+    from .bench.fidelity import heldout_images
+    from .bench.peers import PeerConfig, build_peers
+    from .utils.memory import release_freed_memory
+
+    peers = build_peers(PeerConfig(fp32=fp32, work_dir=out / "peers", build_mixed=False),
+                        progress=log)
+    release_freed_memory()
+    specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", mixed)] + peers[3:]
+    count = config.validate_images
+    # One session at a time: five 1088x1920 sessions held together need ~7 GB.
+    rows = run_bench(BenchConfig(models=specs, threads=config.threads, runs=config.bench_runs,
+                                 fidelity_images=count, sequential=True),
+                     progress=log, images=lambda h, w: heldout_images(h, w, count))
+    return _bench_result(config, rows, out)
+
+
+def _bench_result(config: PipelineConfig, rows: list, out: Path) -> BenchResult:
+    from .bench.chart import draw_chart
+
+    title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
+    return BenchResult(rows, draw_chart(rows, out / "bench.png", title))
 
 
 def checkpoint_is_qat(checkpoint: Path) -> bool:
+    from .checkpoint import read_checkpoint_metadata
+
     config = json.loads(read_checkpoint_metadata(checkpoint).get("config", "{}"))
     return bool(config.get("qat", False))
 
 
-def _run_qat_pipeline(config: PipelineConfig, export_config: ExportConfig, checkpoint: Path,
-                      out: Path, stem: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """export (QDQ, exact) -> validate against PyTorch fake-quant -> bench the model alone."""
-    from .bench import BenchConfig, ModelSpec, run_bench
-    from .bench.chart import draw_chart
+def _run_qat_pipeline(config: PipelineConfig, qat: Any, checkpoint: Path, out: Path,
+                      stage: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """(export done: QDQ, exact) -> validate against PyTorch fake-quant -> bench it alone."""
+    log("[2/3] validate PyTorch fake-quant vs the QDQ export (quantization-aware: "
+        "nothing to calibrate)")
+    reports: dict[str, Any] = {"export": qat}
+    reports["validate"] = stage(qat_validate_stage, config, checkpoint, Path(qat.artifact),
+                                out, log)
+    log("[3/3] bench (no fp32 model to build peers from)")
+    reports["bench"] = stage(qat_bench_stage, config, Path(qat.artifact), out, log)
+    return reports
+
+
+def qat_validate_stage(config: PipelineConfig, checkpoint: Path, qat: Path, out: Path,
+                       log: Callable[[str], None]) -> Any:
     from .validate import ValidateConfig, validate
 
-    reports: dict[str, Any] = {}
-    log(f"[1/3] export {config.model} at {config.height}x{config.width} "
-        "(quantization-aware: the export is the int8 QDQ model; no calibration)")
-    qat = export_model(dataclasses.replace(export_config, output=out / f"{stem}-qat.onnx"))
-    reports["export"] = qat
-    log("[2/3] validate PyTorch fake-quant vs the QDQ export")
-    reports["validate"] = validate(ValidateConfig(
-        checkpoint=checkpoint, quantized=Path(qat.artifact), count=config.validate_images,
-        report=out / "validate-report.png", threads=config.threads), log)
-    log("[3/3] bench (no fp32 model to build peers from)")
-    rows = run_bench(BenchConfig(models=[ModelSpec("qat int8", Path(qat.artifact))],
-                                 threads=config.threads, runs=config.bench_runs),
-                     progress=log)
-    title = f"itm-onnx pipeline: {config.threads} threads, median of {config.bench_runs} runs"
-    reports["bench"] = BenchResult(rows, draw_chart(rows, out / "bench.png", title))
-    return reports
+    return validate(ValidateConfig(checkpoint=checkpoint, quantized=qat,
+                                   count=config.validate_images,
+                                   report=out / "validate-report.png",
+                                   threads=config.threads), log)
+
+
+def qat_bench_stage(config: PipelineConfig, qat: Path, out: Path,
+                    log: Callable[[str], None]) -> BenchResult:
+    from .bench import BenchConfig, ModelSpec, run_bench
+
+    rows = run_bench(BenchConfig(models=[ModelSpec("qat int8", qat)], threads=config.threads,
+                                 runs=config.bench_runs), progress=log)
+    return _bench_result(config, rows, out)
 
 
 @dataclass

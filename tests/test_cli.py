@@ -1,5 +1,9 @@
 """The CLI's contract: --help everywhere, one-line errors with the right exit code."""
 
+import subprocess
+import sys
+
+import click
 import pytest
 
 from itm_onnx.cli import main
@@ -16,10 +20,29 @@ def assert_one_line_error(result, code, fragment):
 
 def test_every_command_has_help(runner):
     assert runner.invoke(main, ["--help"]).exit_code == 0
-    for name in main.commands:
+    names = main.list_commands(click.Context(main))
+    assert {"export", "quantize", "bench", "pipeline", "run", "train", "evaluate"} <= set(names)
+    for name in names:
         result = runner.invoke(main, [name, "--help"])
         assert result.exit_code == 0, name
         assert "Usage:" in result.output
+
+
+def test_cli_starts_without_torch_or_onnxruntime():
+    # `itm-onnx --help` in a fraction of a second, and a small parent for `pipeline`, whose
+    # stages run in child processes.
+    code = ("import sys; import itm_onnx.cli, itm_onnx.cli.pipeline; "
+            "print(sorted({'torch', 'onnxruntime', 'onnx'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_pipeline_stage_error_is_one_line(runner, tmp_path):
+    # Raised in the export stage's child process, reported here like any usage error.
+    result = runner.invoke(main, ["pipeline", "--random-init", "--height", "100", "--width",
+                                  "64", "--out-dir", str(tmp_path / "out")])
+    assert_one_line_error(result, 2, "height 100 is not a positive multiple of 32")
 
 
 def test_bad_size_is_usage_error(runner, tmp_path):

@@ -5,21 +5,30 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .arm64 import validate_arm64_command
-from .bench import bench_command
 from .common import ItmGroup
-from .compare import compare_command
-from .evaluate import evaluate_command
-from .export import export_command
-from .mobile import mobile_check_command, mobile_prepare_command
-from .pipeline import pipeline_command
-from .quantize import quantize_command
-from .run import run_command
-from .train import train_command
-from .validate import validate_command
+
+# Command name -> "module:attribute" under itm_onnx.cli. Loaded when used (click's lazy
+# subcommand pattern): most commands import PyTorch and ONNX Runtime, which cost seconds
+# and ~0.25 GB in every process that starts the CLI; `itm-onnx pipeline` keeps its own
+# process small while its stages run in child processes (itm_onnx/pipeline.py).
+COMMANDS = {
+    "export": "export:export_command",
+    "pipeline": "pipeline:pipeline_command",
+    "train": "train:train_command",
+    "evaluate": "evaluate:evaluate_command",
+    "quantize": "quantize:quantize_command",
+    "run": "run:run_command",
+    "validate": "validate:validate_command",
+    "bench": "bench:bench_command",
+    "mobile-check": "mobile:mobile_check_command",
+    "mobile-prepare": "mobile:mobile_prepare_command",
+    "validate-arm64": "arm64:validate_arm64_command",
+    "compare": "compare:compare_command",
+}
 
 
-@click.group(cls=ItmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ItmGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
 @click.version_option(__version__, prog_name="itm-onnx")
 def main(debug: bool) -> None:
@@ -31,9 +40,3 @@ def main(debug: bool) -> None:
     on the shipped default model.
     """
 
-
-for command in (export_command, pipeline_command, train_command, evaluate_command,
-                quantize_command, run_command, validate_command, bench_command,
-                mobile_check_command, mobile_prepare_command, validate_arm64_command,
-                compare_command):
-    main.add_command(command)

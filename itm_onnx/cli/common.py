@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -31,7 +32,25 @@ class ItmGroup(click.Group):
 
     ``UsageError`` -> exit 2, other ``ItmOnnxError`` -> exit 1, anything unexpected ->
     exit 1 with one line; ``itm-onnx --debug ...`` shows the traceback instead.
+
+    ``lazy_commands`` maps a command name to ``"module:attribute"`` under this package;
+    the module is imported only when the command runs (or help lists it).
     """
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            module_name, attribute = self.lazy_commands[name].split(":")
+            module = importlib.import_module(f"{__package__}.{module_name}")
+            self.add_command(getattr(module, attribute), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

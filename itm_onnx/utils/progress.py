@@ -25,6 +25,10 @@ def set_quiet(quiet: bool = True) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    return _quiet
+
+
 def bars_enabled() -> bool:
     """True when a bar would be drawn: stderr is a terminal and quiet is off."""
     return not _quiet and sys.stderr.isatty()
