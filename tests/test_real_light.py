@@ -157,6 +157,26 @@ def test_saturated_inputs_never_come_out_darker_than_the_clip_level(push):
     assert float(linear[:, 0, 40:50, 40:50].min()) >= 1.0
 
 
+def test_deployed_dead_zone_is_bit_for_bit_the_shrunk_residual():
+    # Eval mode takes relu(shrunk) and |shrunk| from the two Relus of the dead zone (fewer
+    # full-resolution ops); the output must be exactly the formula it replaces.
+    from itm_onnx.models.mqnet import OutputTransform
+
+    torch.manual_seed(0)
+    transform = OutputTransform("hdr", deadzone=0.04).eval()
+    image, t = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64) * 2 - 1
+    image[:, :, :8] = 1.0
+    d = transform.deadzone
+    shrunk = torch.relu(t - d) - torch.relu(t * -1.0 - d)
+    relu_s = torch.relu(shrunk)
+    expected = OutputTransform("hdr", deadzone=0.0).eval()
+    base_only = expected(image, torch.zeros_like(t))  # the floored identity prediction
+    floor = expected(image, torch.full_like(t, -1.0))  # t = -1 leaves just the floor
+    out = base_only - base_only * (2.0 * relu_s - shrunk) + relu_s
+    out = out + torch.relu(floor - out)
+    assert torch.equal(transform(image, t), out)
+
+
 @pytest.mark.parametrize("push", [-50.0, 50.0])
 def test_highlight_gate_keeps_every_tone_below_it_exactly_the_identity(push):
     torch.manual_seed(0)

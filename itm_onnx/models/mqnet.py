@@ -278,20 +278,28 @@ class OutputTransform(nn.Module):
         if self.kind == "hdr" and self.gate > 0:
             opening = (image - self.gate) * (1.0 / (1.0 - self.gate))
             t = t * (torch.relu(opening) - torch.relu(opening - 1.0))  # clamp 0..1, Relu only
+        relu_t = magnitude = None
         if self.kind == "hdr" and self.deadzone > 0:
             # = t - clamp(t, -d, d), written with Relu: NNAPI's Clip takes only ReLU1/6 bounds.
-            shrunk = torch.relu(t - self.deadzone) - torch.relu(t * -1.0 - self.deadzone)
-            # Training sees the shrunk output but learns through it as if it were t
-            # (straight-through), so that a residual can grow out of the dead zone.
-            t = t + (shrunk - t).detach() if self.training else shrunk
+            positive = torch.relu(t - self.deadzone)
+            negative = torch.relu(t * -1.0 - self.deadzone)
+            if self.training:
+                # Training sees the shrunk output but learns through it as if it were t
+                # (straight-through), so that a residual can grow out of the dead zone.
+                t = t + (positive - negative - t).detach()
+            else:
+                # At most one of the two is non-zero, so relu(shrunk) and |shrunk| are them,
+                # bit for bit: three fewer full-resolution passes in the deployed graph.
+                relu_t, magnitude = positive, positive + negative
         if self.kind == "hdr":  # the identity prediction enc(image ** 2.2), floored
             base = torch.log1p(torch.pow(image, 2.2) * self.mu) * (1.0 / self.log_span)
             ramp = (image - 250.0 / 255.0) * (255.0 / 4.0)
             floor = (torch.relu(ramp) - torch.relu(ramp - 1.0)) * self.clip_floor  # clamp 0..1
             base = base + torch.relu(floor - base)
         # = base + relu(t) * (1 - base) - relu(-t) * base, in fewer ops (module doc).
-        relu_t = torch.relu(t)
-        magnitude = 2.0 * relu_t - t  # |t|, bit for bit, without Abs or Neg
+        if relu_t is None:
+            relu_t = torch.relu(t)
+            magnitude = 2.0 * relu_t - t  # |t|, bit for bit, without Abs or Neg
         out = base - base * magnitude + relu_t
         if self.kind == "hdr":
             out = out + torch.relu(floor - out)
