@@ -79,8 +79,10 @@ def run_pipeline(config: PipelineConfig,
         stages.update(1)
 
         log("[4/4] bench against the peers")
-        reports["bench"] = stage(bench_stage, config, Path(fp32.artifact),
-                                 Path(mixed.artifact), out, log)
+        # Peers built in a stage of their own: their calibration leaves ~1 GB of heap
+        # that the benchmark's sessions would otherwise stack on.
+        peers = stage(peers_stage, Path(fp32.artifact), out, log)
+        reports["bench"] = stage(bench_stage, config, peers, Path(mixed.artifact), out, log)
         stages.update(1)
     return reports
 
@@ -118,17 +120,20 @@ def validate_stage(config: PipelineConfig, fp32: Path, mixed: Path, out: Path,
                                    threads=config.threads), log)
 
 
-def bench_stage(config: PipelineConfig, fp32: Path, mixed: Path, out: Path,
+def peers_stage(fp32: Path, out: Path, log: Callable[[str], None]) -> list:
+    """The peers the mixed model is benched against, built from the fp32 export."""
+    from .bench.peers import PeerConfig, build_peers
+
+    return build_peers(PeerConfig(fp32=fp32, work_dir=out / "peers", build_mixed=False),
+                       progress=log)
+
+
+def bench_stage(config: PipelineConfig, peers: list, mixed: Path, out: Path,
                 log: Callable[[str], None]) -> BenchResult:
-    """Build the peers from the fp32 export and bench them with the mixed model."""
+    """Bench the peers and the mixed model, one session at a time."""
     from .bench import BenchConfig, ModelSpec, run_bench
     from .bench.fidelity import heldout_images
-    from .bench.peers import PeerConfig, build_peers
-    from .utils.memory import release_freed_memory
 
-    peers = build_peers(PeerConfig(fp32=fp32, work_dir=out / "peers", build_mixed=False),
-                        progress=log)
-    release_freed_memory()
     specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", mixed)] + peers[3:]
     count = config.validate_images
     # One session at a time: five 1088x1920 sessions held together need ~7 GB.

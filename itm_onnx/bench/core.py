@@ -278,6 +278,12 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
     rows = [Row(spec.label, _model_text(spec), f"{height}x{width}", ep) for spec in config.models]
     runnable = [(row, spec) for row, spec in zip(rows, config.models, strict=True)
                 if _runnable(row, spec, size, provider)]
+    if config.memory:
+        # First, while this process holds no session or image: the children's peaks add to
+        # whatever it holds (the main job's peak memory is measured over all its processes).
+        for row, spec in runnable:
+            progress(f"peak memory of {spec.label} (child process)")
+            row.peak_rss_mb, row.baseline_rss_mb = _peak_rss(spec, provider, size, config)
     image = np.random.default_rng(config.seed).random((1, 3, height, width), dtype=np.float32)
     inputs = (images(height, width) if images is not None and config.fidelity_images > 0
               and len(runnable) > 1 else [])
@@ -300,19 +306,14 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
             reference = None
             for row, target in targets:
                 reference = _fidelity(row, target, inputs, reference, targets[0][0].label)
-        del targets  # free the sessions before the child processes run
-    del inputs  # and the held-out images: the children measure their own peak
+        del targets
+    del inputs
     release_freed_memory()
     if config.profile or config.profile_dir is not None:
         for row, spec in zip(rows, config.models, strict=True):
             if row.status == "ok" and spec.path is not None:
                 progress(f"profiling {spec.label} (ONNX Runtime profiler, separate session)")
                 row.profile = profile_model(spec, provider, image, config)
-    if config.memory:
-        for row, spec in zip(rows, config.models, strict=True):
-            if row.status == "ok":
-                progress(f"peak memory of {spec.label} (child process)")
-                row.peak_rss_mb, row.baseline_rss_mb = _peak_rss(spec, provider, size, config)
     first = next((r.median_ms for r in rows if r.median_ms), None)
     for row in rows:
         if row.median_ms and first:
