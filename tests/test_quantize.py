@@ -479,3 +479,44 @@ def test_target_nnapi_refuses_other_schemes_and_dynamic_models(runner, tiny_expo
     output = _one_line_error(_cli(runner, dynamic, tmp_path / "q.onnx", "--target", "nnapi"), 2)
     assert "fixed-shape export" in output
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_dead_relu_gets_no_sqnr_figure(tmp_path):
+    # An all-zero tensor has no signal to compare the noise with: it is marked, not ranked
+    # as the model's worst tensor (qdq_loss_debug would say 0 dB).
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+
+    from itm_onnx.quantize.report import tensor_errors
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], name="conv"),
+             helper.make_node("Relu", ["conv"], ["alive"], name="alive"),
+             helper.make_node("Add", ["conv", "shift"], ["shifted"], name="shift"),
+             helper.make_node("Relu", ["shifted"], ["dead"], name="dead"),
+             helper.make_node("Add", ["alive", "dead"], ["y"], name="out")]
+    weight = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [onnx.numpy_helper.from_array(weight, "w"),
+         onnx.numpy_helper.from_array(np.array(-100.0, np.float32), "shift")])
+    float_path, qdq_path = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=9), float_path)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = [{"x": np.random.default_rng(i).random((1, 3, 8, 8), np.float32)}
+                          for i in range(2)]
+            self.rewind()
+
+        def get_next(self):
+            return next(self.iterator, None)
+
+        def rewind(self):
+            self.iterator = iter(self.feeds)
+
+    quantize_static(str(float_path), str(qdq_path), Reader())
+    rows = {r["tensor"]: r for r in tensor_errors(float_path, qdq_path, Reader(), (1, 3, 8, 8))}
+    assert rows["dead"]["xmodel_sqnr"] is None and rows["dead"]["note"]
+    assert rows["alive"]["xmodel_sqnr"] > 20 and "note" not in rows["alive"]

@@ -384,6 +384,10 @@ def tensor_errors(float_path: Path, qdq_path: Path, reader: CalibrationDataReade
             row = {"tensor": name, "xmodel_sqnr": _finite(xmodel)}
             if "qdq_err" in found:
                 row["qdq_sqnr"] = _finite(found["qdq_err"])
+            if not any(np.any(value) for value in float_acts[name]):
+                # No signal, so no ratio: qdq_loss_debug reports 0 dB for it, which reads
+                # like the worst tensor of the model rather than a dead (all-zero) ReLU.
+                row.update(xmodel_sqnr=None, qdq_sqnr=None, note="all zero in the float model")
             rows.append(row)
         del float_acts, qdq_acts
     rows.sort(key=lambda r: (r["xmodel_sqnr"] if r["xmodel_sqnr"] is not None else math.inf))
