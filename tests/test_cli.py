@@ -115,3 +115,12 @@ def test_json_report_fields(tiny_export):
         assert key in report
     assert report["input_shape"] == [1, 3, TINY, TINY]
     assert report["parameters"] == 875_432
+
+
+@pytest.mark.parametrize("option, fragment", [("attention=bogus", "attention must be one of"),
+                                              ("nothere=1", "unknown option(s)")])
+def test_bad_model_option_is_usage_error(runner, tmp_path, option, fragment):
+    result = runner.invoke(main, ["train", "--model-option", option, "--steps", "1",
+                                  "--out-dir", str(tmp_path / "run")])
+    assert_one_line_error(result, 2, fragment)
+    assert not (tmp_path / "run").exists()

@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from ..data.encoding import ENCODINGS
-from ..errors import UsageError
+from ..errors import ItmOnnxError, UsageError
 from ..models import list_models
+from ..models.registry import get_entry
 from ..train.losses import LOSSES
 from ..train.trainer import (
     DATA_SOURCES,
@@ -168,9 +169,14 @@ def train_command(out_dir, output, model_name, model_options, data, hdr_dir, val
       itm-onnx train --qat --init models/mqnet.safetensors --steps 500 --out-dir runs/qat
       torchrun --nproc-per-node 4 "$(which itm-onnx)" train --out-dir runs/ddp
     """
+    options = parse_model_options(model_options)
+    try:  # a bad --model-option is the user's to change (exit 2), found before any work
+        get_entry(model_name).make_config(**options)
+    except ItmOnnxError as exc:
+        raise UsageError(str(exc)) from None
     config = TrainConfig(
         out_dir=out_dir, output=output, model=model_name,
-        model_options=parse_model_options(model_options), data=data, hdr_dir=hdr_dir,
+        model_options=options, data=data, hdr_dir=hdr_dir,
         val_dir=val_dir, val_views=val_views, synthetic_mix=synthetic_mix,
         init_weights=init_weights,
         ldr_dir=ldr_dir, input_dir=input_dir, target_dir=target_dir, encoding=encoding,
