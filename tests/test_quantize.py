@@ -252,6 +252,7 @@ def test_rewrites_are_exact_in_float(tiny_export):
     rewritten = onnx.load(str(tiny_export[0]))
     log = apply_rewrites(rewritten, tuple(REWRITES))
     assert log.applied.get("conv_before_upsample") and log.applied.get("fold_input_affine")
+    assert len(log.applied["floor_as_max"]) == 2 and log.applied["clamp_as_clip"]
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     a = ort.InferenceSession(model.SerializeToString()).run(None, {"ldr": x})[0]
     b = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"ldr": x})[0]
@@ -520,3 +521,28 @@ def test_a_dead_relu_gets_no_sqnr_figure(tmp_path):
     rows = {r["tensor"]: r for r in tensor_errors(float_path, qdq_path, Reader(), (1, 3, 8, 8))}
     assert rows["dead"]["xmodel_sqnr"] is None and rows["dead"]["note"]
     assert rows["alive"]["xmodel_sqnr"] > 20 and "note" not in rows["alive"]
+
+
+def test_output_clamps_become_one_clip_each(tmp_path):
+    # A highlight-gated model has two clamps (gate, clip-floor ramp) and two floors.
+    from itm_onnx import create_model
+    from itm_onnx.checkpoint import save_checkpoint
+    from itm_onnx.export import ExportConfig, export_model
+
+    save_checkpoint(tmp_path / "gated.safetensors", create_model("mqnet", highlight_gate=0.95),
+                    "mqnet")
+    path = tmp_path / "gated.onnx"
+    export_model(ExportConfig(output=path, checkpoint=tmp_path / "gated.safetensors",
+                              height=64, width=64))
+    original, rewritten = onnx.load(str(path)), onnx.load(str(path))
+    log = apply_rewrites(rewritten, ("clamp_as_clip", "floor_as_max"))
+    assert len(log.applied["clamp_as_clip"]) == 2 and len(log.applied["floor_as_max"]) == 2
+    before = {n.name for n in original.graph.node}
+    new = [n for n in rewritten.graph.node if n.name not in before]
+    assert sorted(n.op_type for n in new) == ["Clip", "Clip", "Max", "Max"]
+    assert {onnx_meta.node_part(n) for n in new} == {onnx_meta.HEAD}  # output deploys with it
+    x = np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64)).astype(np.float32) / 255
+    x[:, :, :16] = 1.0
+    a = ort.InferenceSession(original.SerializeToString()).run(None, {"ldr": x})[0]
+    b = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"ldr": x})[0]
+    assert np.abs(a - b).max() <= 2.5e-7
