@@ -26,6 +26,7 @@ calibration sees the tensors that will actually be quantized.
   become one ``Clip`` / ``Max`` each (CPU target only: ``--target nnapi`` runs no rewrites).
   Exact in real arithmetic; in float32 a result can move by one rounding step (3 of 442k
   10-bit codes changed on a 384x384 photo).
+- :func:`pow_as_exp_log`: ``x ** p`` as ``exp(p log x)``, vectorised in ONNX Runtime.
 
 The float head's rewrites (applied after calibration) are in :mod:`.rewrite_head`; the
 graph-editing helpers both use in :mod:`.graph_edit`.
@@ -369,6 +370,32 @@ def floor_as_max(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
+def pow_as_exp_log(model: onnx.ModelProto) -> list[str]:
+    """``Pow(x, p)`` (scalar, non-integer p) -> ``Exp(Log(x) * p)``.
+
+    MQNet's identity prediction starts with ``I ** 2.2`` on the full-resolution photo.
+    ONNX Runtime's CPU Pow is a scalar ``std::pow`` per element; its Log and Exp are
+    vectorised: 1088x1920x3 took 13.9 ms that way against 22.4 ms (measured alone). Equal
+    in real arithmetic for every x, 0 included (``exp(-inf) = 0``), and NaN for x < 0 as
+    Pow gives; in float32 within 3e-6 relative of Pow.
+    """
+    g = EditGraph(model)
+    changed = []
+    for node in list(g.graph.node):
+        exponent = g.const(node.input[1]) if node.op_type == "Pow" else None
+        if exponent is None or exponent.size != 1 or float(exponent).is_integer():
+            continue
+        log, scaled = g.unique(f"{node.output[0]}_log"), g.unique(f"{node.output[0]}_scaled")
+        p = g.add_init(f"{node.name}_exponent", np.array(float(exponent), np.float32))
+        new = [helper.make_node("Log", [node.input[0]], [log], g.unique(f"{node.name}_log")),
+               helper.make_node("Mul", [log, p], [scaled], g.unique(f"{node.name}_mul")),
+               helper.make_node("Exp", [scaled], [node.output[0]], g.unique(f"{node.name}_exp"))]
+        _replace(g, [node], node, [tag_like(n, node) for n in new])
+        changed.append(node.name)
+    drop_unused(model)
+    return changed
+
+
 def _only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
     users = g.consumers.get(tensor, [])
     return len(users) == 1 and users[0] is user and not g.is_graph_output(tensor)
@@ -393,6 +420,7 @@ REWRITES = {
     "simplify_bounded_output": simplify_bounded_output,
     "clamp_as_clip": clamp_as_clip,
     "floor_as_max": floor_as_max,
+    "pow_as_exp_log": pow_as_exp_log,
 }
 
 
