@@ -14,7 +14,7 @@ from itm_onnx import onnx_meta
 from itm_onnx.cli import main
 from itm_onnx.quantize import CalibrationSettings, QuantizeConfig, quantize_model
 from itm_onnx.quantize.api import code_error_summary, codes10
-from itm_onnx.quantize.rewrite import HEAD_REWRITES, REWRITES, apply_rewrites
+from itm_onnx.quantize.rewrite import REWRITES, apply_rewrites
 from itm_onnx.quantize.schemes import QuantOptions
 
 from .calibration_images import write_structured_images
@@ -252,7 +252,6 @@ def test_rewrites_are_exact_in_float(tiny_export):
     rewritten = onnx.load(str(tiny_export[0]))
     log = apply_rewrites(rewritten, tuple(REWRITES))
     assert log.applied.get("conv_before_upsample") and log.applied.get("fold_input_affine")
-    assert len(log.applied["floor_as_max"]) == 2 and log.applied["clamp_as_clip"]
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     a = ort.InferenceSession(model.SerializeToString()).run(None, {"ldr": x})[0]
     b = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"ldr": x})[0]
@@ -307,7 +306,7 @@ def test_instance_norm_fold_is_exact_with_negative_gammas_and_beta(tiny_export):
     model = _trained_like_norms(tiny_export[0])
     folded = onnx.ModelProto()
     folded.CopyFrom(model)
-    log = apply_rewrites(folded, tuple(HEAD_REWRITES))
+    log = apply_rewrites(folded, ("fold_instance_norm",))
     assert len(log.applied["fold_instance_norm"]) == 2
     onnx.checker.check_model(folded, full_check=True)
     ops = [n.op_type for n in folded.graph.node]
@@ -352,6 +351,9 @@ def test_mixed_output_stays_close_to_fp32(tiny_export, mixed, full_int8):
         figures[name] = code_error_summary(np.concatenate(diffs))
     assert figures["mixed"]["psnr_10bit_db"] > 30
     assert figures["mixed"]["psnr_10bit_db"] >= figures["full"]["psnr_10bit_db"]
+    # int8 everywhere stays usable: no float-only rewrite (exp(p log x) has -inf at x = 0)
+    # reaches it (it scored 6 dB on the trained model when one did).
+    assert figures["full"]["psnr_10bit_db"] > 25
 
 
 def test_already_quantized_model_is_copied_through(mixed, calib_dir, runner, tmp_path):

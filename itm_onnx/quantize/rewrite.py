@@ -21,14 +21,8 @@ calibration sees the tensors that will actually be quantized.
   ``H = I + relu(t) * (1 - I) - relu(-t) * I`` equals ``H = I - I * |t| + relu(t)``
   (for ``t >= 0``: ``I + t - I t``; for ``t < 0``: ``I + I t``): 5 full-resolution
   element-wise ops instead of 8.
-- :func:`clamp_as_clip` and :func:`floor_as_max`: the output transform's clamps
-  ``relu(a) - relu(a - c)`` and clip floors ``x + relu(f - x)``, written in Relus for NNAPI,
-  become one ``Clip`` / ``Max`` each (CPU target only: ``--target nnapi`` runs no rewrites).
-  Exact in real arithmetic; in float32 a result can move by one rounding step (3 of 442k
-  10-bit codes changed on a 384x384 photo).
-- :func:`pow_as_exp_log`: ``x ** p`` as ``exp(p log x)``, vectorised in ONNX Runtime.
-
-The float head's rewrites (applied after calibration) are in :mod:`.rewrite_head`; the
+The float head's and float output transform's rewrites (applied after calibration, for
+schemes that keep them float) are in :mod:`.rewrite_head`; the
 graph-editing helpers both use in :mod:`.graph_edit`.
 """
 
@@ -302,125 +296,11 @@ def _affine_chain(g: EditGraph, conv: onnx.NodeProto):
     return tensor, scale, shift, nodes
 
 
-def clamp_as_clip(model: onnx.ModelProto) -> list[str]:
-    """``relu(a) - relu(a - c)`` (scalar c > 0) -> ``Clip(a, 0, c)``: 1 pass instead of 4.
-
-    The export writes MQNet's clamps (highlight gate, clip-floor ramp) in Relus because
-    NNAPI's Clip takes only the ReLU1/ReLU6 bounds; ONNX Runtime's CPU Clip is one pass
-    (1088x1920x3: 1.7 ms against 7.7 ms for the four ops, measured alone). The NNAPI recipe
-    (``--target nnapi``) runs no rewrites, so its graph keeps the Relus.
-    """
-    g = EditGraph(model)
-    changed = []
-    for sub in list(g.graph.node):
-        match = _match_relu_difference(g, sub)
-        if match is None:
-            continue
-        a, c, matched = match
-        low = g.add_init(f"{sub.name}_clip_min", np.array(0.0, np.float32))
-        high = g.add_init(f"{sub.name}_clip_max", np.array(c, np.float32))
-        clip = tag_like(helper.make_node("Clip", [a, low, high], [sub.output[0]],
-                                         g.unique(f"{sub.name}_clip")), sub)
-        _replace(g, matched, sub, [clip])
-        changed.append(sub.name)
-    drop_unused(model)
-    return changed
-
-
-def _match_relu_difference(g: EditGraph, sub: onnx.NodeProto):
-    if sub.op_type != "Sub":
-        return None
-    upper, lower = (g.producer.get(i) for i in sub.input)
-    if upper is None or lower is None or upper.op_type != "Relu" or lower.op_type != "Relu":
-        return None
-    shift = g.producer.get(lower.input[0])
-    if shift is None or shift.op_type not in ("Sub", "Add") or shift.input[0] != upper.input[0]:
-        return None
-    c = g.const(shift.input[1])
-    if c is None or c.size != 1:
-        return None
-    c = float(c.reshape(())) * (1.0 if shift.op_type == "Sub" else -1.0)
-    if c <= 0 or not all(_only_feeds(g, n.output[0], user)
-                         for n, user in ((upper, sub), (lower, sub), (shift, lower))):
-        return None
-    return upper.input[0], c, [shift, upper, lower, sub]
-
-
-def floor_as_max(model: onnx.ModelProto) -> list[str]:
-    """``x + relu(f - x)`` -> ``Max(x, f)``: 1 pass instead of 3 (MQNet's clip floors)."""
-    g = EditGraph(model)
-    changed = []
-    for add in list(g.graph.node):
-        if add.op_type != "Add":
-            continue
-        for x, lifted in (add.input, reversed(add.input)):
-            relu = g.producer.get(lifted)
-            diff = g.producer.get(relu.input[0]) if relu is not None else None
-            if (relu is None or relu.op_type != "Relu" or diff is None
-                    or diff.op_type != "Sub" or diff.input[1] != x
-                    or not _only_feeds(g, relu.output[0], add)
-                    or not _only_feeds(g, diff.output[0], relu)):
-                continue
-            top = tag_like(helper.make_node("Max", [x, diff.input[0]], [add.output[0]],
-                                            g.unique(f"{add.name}_max")), add)
-            _replace(g, [diff, relu, add], add, [top])
-            changed.append(add.name)
-            break
-    drop_unused(model)
-    return changed
-
-
-def pow_as_exp_log(model: onnx.ModelProto) -> list[str]:
-    """``Pow(x, p)`` (scalar, non-integer p) -> ``Exp(Log(x) * p)``.
-
-    MQNet's identity prediction starts with ``I ** 2.2`` on the full-resolution photo.
-    ONNX Runtime's CPU Pow is a scalar ``std::pow`` per element; its Log and Exp are
-    vectorised: 1088x1920x3 took 13.9 ms that way against 22.4 ms (measured alone). Equal
-    in real arithmetic for every x, 0 included (``exp(-inf) = 0``), and NaN for x < 0 as
-    Pow gives; in float32 within 3e-6 relative of Pow.
-    """
-    g = EditGraph(model)
-    changed = []
-    for node in list(g.graph.node):
-        exponent = g.const(node.input[1]) if node.op_type == "Pow" else None
-        if exponent is None or exponent.size != 1 or float(exponent).is_integer():
-            continue
-        log, scaled = g.unique(f"{node.output[0]}_log"), g.unique(f"{node.output[0]}_scaled")
-        p = g.add_init(f"{node.name}_exponent", np.array(float(exponent), np.float32))
-        new = [helper.make_node("Log", [node.input[0]], [log], g.unique(f"{node.name}_log")),
-               helper.make_node("Mul", [log, p], [scaled], g.unique(f"{node.name}_mul")),
-               helper.make_node("Exp", [scaled], [node.output[0]], g.unique(f"{node.name}_exp"))]
-        _replace(g, [node], node, [tag_like(n, node) for n in new])
-        changed.append(node.name)
-    drop_unused(model)
-    return changed
-
-
-def _only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
-    users = g.consumers.get(tensor, [])
-    return len(users) == 1 and users[0] is user and not g.is_graph_output(tensor)
-
-
-def _replace(g: EditGraph, old: list[onnx.NodeProto], anchor: onnx.NodeProto,
-             new: list[onnx.NodeProto]) -> None:
-    """Put ``new`` where ``anchor`` is, remove ``old`` (which includes it), re-index."""
-    nodes = g.graph.node
-    index = list(nodes).index(anchor)
-    for offset, node in enumerate(new):
-        nodes.insert(index + offset, node)
-    for node in old:
-        nodes.remove(node)
-    g.refresh()
-
-
 REWRITES = {
     "fold_input_affine": fold_input_affine,
     "global_pool_for_mean": global_pool_for_mean,
     "conv_before_upsample": conv_before_upsample,
     "simplify_bounded_output": simplify_bounded_output,
-    "clamp_as_clip": clamp_as_clip,
-    "floor_as_max": floor_as_max,
-    "pow_as_exp_log": pow_as_exp_log,
 }
 
 
