@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import ItmOnnxError, UsageError
-from ..utils.progress import set_quiet
+from ..utils.progress import say, set_quiet
 
 
 def _quiet_under_json(_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -85,7 +85,7 @@ def emit(result: Any, as_json: bool, human: Callable[[Any], None]) -> None:
 
 def progress(message: str) -> None:
     """Progress for people goes to stderr, so that stdout stays clean for --json."""
-    click.echo(message, err=True)
+    say(message)
 
 
 def is_tty() -> bool:

@@ -51,3 +51,11 @@ def bar(desc: str, total: int | None, unit: str = "it") -> Iterator[tqdm]:
     with tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
               leave=False, disable=not bars_enabled()) as handle:
         yield handle
+
+
+def say(message: str) -> None:
+    """One line for people on stderr; above the bars when they are drawn, not inside them."""
+    if bars_enabled():
+        tqdm.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
