@@ -64,9 +64,10 @@ def run_pipeline(config: PipelineConfig,
         log(f"[1/4] export {config.model} at {config.height}x{config.width}")
         fp32, checkpoint, qat = stage(export_stage, config, out, stem)
         reports["export"] = fp32
-        if qat:
-            return _run_qat_pipeline(config, fp32, checkpoint, out, stage, log)
         stages.update(1)
+        if qat:  # nothing to calibrate: validate and bench the QDQ export
+            stages.total = 3
+            return _run_qat_pipeline(config, fp32, checkpoint, out, stage, log, stages.update)
 
         log("[2/4] quantize --mixed")
         mixed = stage(quantize_stage, Path(fp32.artifact), out / f"{stem}-mixed.onnx", log)
@@ -158,15 +159,18 @@ def checkpoint_is_qat(checkpoint: Path) -> bool:
 
 
 def _run_qat_pipeline(config: PipelineConfig, qat: Any, checkpoint: Path, out: Path,
-                      stage: Callable[..., Any], log: Callable[[str], None]) -> dict[str, Any]:
+                      stage: Callable[..., Any], log: Callable[[str], None],
+                      advance: Callable[[int], Any]) -> dict[str, Any]:
     """(export done: QDQ, exact) -> validate against PyTorch fake-quant -> bench it alone."""
     log("[2/3] validate PyTorch fake-quant vs the QDQ export (quantization-aware: "
         "nothing to calibrate)")
     reports: dict[str, Any] = {"export": qat}
     reports["validate"] = stage(qat_validate_stage, config, checkpoint, Path(qat.artifact),
                                 out, log)
+    advance(1)
     log("[3/3] bench (no fp32 model to build peers from)")
     reports["bench"] = stage(qat_bench_stage, config, Path(qat.artifact), out, log)
+    advance(1)
     return reports
 
 
