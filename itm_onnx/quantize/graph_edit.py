@@ -49,6 +49,21 @@ class EditGraph:
     def is_graph_output(self, name: str) -> bool:
         return any(o.name == name for o in self.graph.output)
 
+    def insert_before(self, anchor: onnx.NodeProto, new: list[onnx.NodeProto]) -> None:
+        """Put ``new``, in order, just before ``anchor`` (topological order kept)."""
+        nodes = self.graph.node
+        index = list(nodes).index(anchor)
+        for offset, node in enumerate(new):
+            nodes.insert(index + offset, node)
+
+    def replace(self, old: list[onnx.NodeProto], anchor: onnx.NodeProto,
+                new: list[onnx.NodeProto]) -> None:
+        """Put ``new`` where ``anchor`` is, remove ``old`` (which may include it), re-index."""
+        self.insert_before(anchor, new)
+        for node in old:
+            self.graph.node.remove(node)
+        self.refresh()
+
 
 def attr(node: onnx.NodeProto, name: str, default=None):
     for a in node.attribute:

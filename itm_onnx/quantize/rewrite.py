@@ -104,8 +104,6 @@ def conv_before_upsample(model: onnx.ModelProto) -> list[str]:
 
 def _split_conv(g: EditGraph, conv, concat, up, x, widths, weight) -> None:
     """Replace Conv(Concat(Up(x), y...)) by Up(Conv_a(x)) + Conv_b(Concat(y...))."""
-    nodes = g.graph.node
-    index = list(nodes).index(conv)
     rest = list(concat.input[1:])
     w_a = g.add_init(f"{conv.input[1]}_upsampled_part", weight[:, : widths[0]])
     w_b = g.add_init(f"{conv.input[1]}_direct_part", weight[:, widths[0]:])
@@ -128,13 +126,12 @@ def _split_conv(g: EditGraph, conv, concat, up, x, widths, weight) -> None:
     ]
     for node in new:
         tag_like(node, conv)
-    del nodes[index]
-    for offset, node in enumerate(new):
-        nodes.insert(index + offset, node)
+    g.insert_before(conv, new)
+    g.graph.node.remove(conv)
     for node in (concat, up):
         if not any(c is not concat and c is not conv for o in node.output
                    for c in g.consumers.get(o, [])):
-            nodes.remove(node)
+            g.graph.node.remove(node)
     g.refresh()
 
 
@@ -158,14 +155,7 @@ def simplify_bounded_output(model: onnx.ModelProto) -> list[str]:
         ]
         for node in new:
             tag_like(node, final)
-        nodes = g.graph.node
-        index = list(nodes).index(final)
-        for node in new:
-            nodes.insert(index, node)
-            index += 1
-        for node in matched:
-            nodes.remove(node)
-        g.refresh()
+        g.replace(matched, final, new)
         drop_unused(model)
         return [n.name for n in matched]
     return []
@@ -250,7 +240,7 @@ def fold_input_affine(model: onnx.ModelProto) -> list[str]:
             offset = g.add_init(f"{conv.name}_input_offset", np.array(shift / scale, np.float32))
             shifted = g.unique(f"{x}_offset")
             add = helper.make_node("Add", [x, offset], [shifted], g.unique(f"{conv.name}_offset"))
-            g.graph.node.insert(list(g.graph.node).index(conv), tag_like(add, conv))
+            g.insert_before(conv, [tag_like(add, conv)])
             x = shifted
         conv.input[0] = x
         for node in nodes:

@@ -205,9 +205,7 @@ def _sum_of_squares(g: EditGraph, m: _NormMatch) -> list[onnx.NodeProto]:
     ]
     for node in new:
         tag_like(node, row_mean)
-    index = list(g.graph.node).index(row_mean)
-    for k, node in enumerate(new):
-        g.graph.node.insert(index + k, node)
+    g.insert_before(row_mean, new)
     g.graph.node.remove(row_mean)
     g.graph.node.remove(square)
     return new
@@ -246,14 +244,11 @@ def _fold_instance_norm(g: EditGraph, relu: onnx.NodeProto, m: _NormMatch) -> No
         bias = add("Neg", [offset], "bias")
     for node in nodes:
         tag_like(node, relu)
-    graph_nodes = g.graph.node
-    index = list(graph_nodes).index(m.conv)
-    for k, node in enumerate(nodes):
-        graph_nodes.insert(index + k, node)
+    g.insert_before(m.conv, nodes)
     del m.conv.input[:]
     m.conv.input.extend([clipped, weight, bias])
     for node in m.removed:
-        graph_nodes.remove(node)
+        g.graph.node.remove(node)
     _sum_of_squares(g, m)
     if np.any(flip < 0):
         _rename_sign_folded(g, m.x, m.conv)
@@ -313,7 +308,7 @@ def clamp_as_clip(model: onnx.ModelProto) -> list[str]:
         high = g.add_init(f"{sub.name}_clip_max", np.array(c, np.float32))
         clip = tag_like(helper.make_node("Clip", [a, low, high], [sub.output[0]],
                                          g.unique(f"{sub.name}_clip")), sub)
-        _replace(g, matched, sub, [clip])
+        g.replace(matched, sub, [clip])
         changed.append(sub.name)
     drop_unused(model)
     return changed
@@ -355,7 +350,7 @@ def floor_as_max(model: onnx.ModelProto) -> list[str]:
                 continue
             top = tag_like(helper.make_node("Max", [x, diff.input[0]], [add.output[0]],
                                             g.unique(f"{add.name}_max")), add)
-            _replace(g, [diff, relu, add], add, [top])
+            g.replace([diff, relu, add], add, [top])
             changed.append(add.name)
             break
     drop_unused(model)
@@ -382,7 +377,7 @@ def pow_as_exp_log(model: onnx.ModelProto) -> list[str]:
         new = [helper.make_node("Log", [node.input[0]], [log], g.unique(f"{node.name}_log")),
                helper.make_node("Mul", [log, p], [scaled], g.unique(f"{node.name}_mul")),
                helper.make_node("Exp", [scaled], [node.output[0]], g.unique(f"{node.name}_exp"))]
-        _replace(g, [node], node, [tag_like(n, node) for n in new])
+        g.replace([node], node, [tag_like(n, node) for n in new])
         changed.append(node.name)
     drop_unused(model)
     return changed
@@ -392,17 +387,6 @@ def _only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
     users = g.consumers.get(tensor, [])
     return len(users) == 1 and users[0] is user and not g.is_graph_output(tensor)
 
-
-def _replace(g: EditGraph, old: list[onnx.NodeProto], anchor: onnx.NodeProto,
-             new: list[onnx.NodeProto]) -> None:
-    """Put ``new`` where ``anchor`` is, remove ``old`` (which includes it), re-index."""
-    nodes = g.graph.node
-    index = list(nodes).index(anchor)
-    for offset, node in enumerate(new):
-        nodes.insert(index + offset, node)
-    for node in old:
-        nodes.remove(node)
-    g.refresh()
 
 
 HEAD_REWRITES = {
