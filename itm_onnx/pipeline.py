@@ -53,8 +53,10 @@ def run_pipeline(config: PipelineConfig,
 
     ``log`` must be picklable (a module-level function) when stages are isolated.
     """
-    def stage(function: Callable[..., Any], *args: Any) -> Any:
-        return run_isolated(function, *args) if config.isolate_stages else function(*args)
+    def stage(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if config.isolate_stages:
+            return run_isolated(function, *args, **kwargs)
+        return function(*args, **kwargs)
 
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,8 +77,8 @@ def run_pipeline(config: PipelineConfig,
         stages.update(1)
 
         log("[3/4] validate fp32 vs mixed")
-        reports["validate"] = stage(validate_stage, config, Path(fp32.artifact),
-                                    Path(mixed.artifact), out, log)
+        reports["validate"] = stage(validate_stage, config, Path(mixed.artifact), out, log,
+                                    fp32=Path(fp32.artifact))
         stages.update(1)
 
         log("[4/4] bench against the peers")
@@ -112,11 +114,14 @@ def quantize_stage(fp32: Path, output: Path, log: Callable[[str], None]) -> Any:
     return quantize_model(QuantizeConfig(model=fp32, output=output), progress=log)
 
 
-def validate_stage(config: PipelineConfig, fp32: Path, mixed: Path, out: Path,
-                   log: Callable[[str], None]) -> Any:
+def validate_stage(config: PipelineConfig, quantized: Path, out: Path,
+                   log: Callable[[str], None], *, fp32: Path | None = None,
+                   checkpoint: Path | None = None) -> Any:
+    """Validate the quantized model against the fp32 export or the PyTorch checkpoint."""
     from .validate import ValidateConfig, validate
 
-    return validate(ValidateConfig(fp32=fp32, quantized=mixed, count=config.validate_images,
+    return validate(ValidateConfig(fp32=fp32, checkpoint=checkpoint, quantized=quantized,
+                                   count=config.validate_images,
                                    report=out / "validate-report.png",
                                    threads=config.threads), log)
 
@@ -165,23 +170,13 @@ def _run_qat_pipeline(config: PipelineConfig, qat: Any, checkpoint: Path, out: P
     log("[2/3] validate PyTorch fake-quant vs the QDQ export (quantization-aware: "
         "nothing to calibrate)")
     reports: dict[str, Any] = {"export": qat}
-    reports["validate"] = stage(qat_validate_stage, config, checkpoint, Path(qat.artifact),
-                                out, log)
+    reports["validate"] = stage(validate_stage, config, Path(qat.artifact), out, log,
+                                checkpoint=checkpoint)
     advance(1)
     log("[3/3] bench (no fp32 model to build peers from)")
     reports["bench"] = stage(qat_bench_stage, config, Path(qat.artifact), out, log)
     advance(1)
     return reports
-
-
-def qat_validate_stage(config: PipelineConfig, checkpoint: Path, qat: Path, out: Path,
-                       log: Callable[[str], None]) -> Any:
-    from .validate import ValidateConfig, validate
-
-    return validate(ValidateConfig(checkpoint=checkpoint, quantized=qat,
-                                   count=config.validate_images,
-                                   report=out / "validate-report.png",
-                                   threads=config.threads), log)
 
 
 def qat_bench_stage(config: PipelineConfig, qat: Path, out: Path,
