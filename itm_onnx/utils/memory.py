@@ -1,10 +1,11 @@
-"""Give freed heap memory back to the operating system between the stages of a long job.
+"""Give freed heap memory back to the operating system within a long-running process.
 
-A 1088x1920 stage (export's PyTorch forward, a validation run) frees gigabytes of
-tensors, but glibc's allocator keeps much of that in its arenas, so the process stays
-large for the rest of the job: in the pipeline ~0.7 GB that the benchmark's own child
-processes then stacked on top of. ``malloc_trim(0)`` returns it. No-op where the C
-library has no ``malloc_trim`` (macOS, musl).
+A 1088x1920 session frees gigabytes when it is dropped, but glibc's allocator keeps much
+of that in its arenas, so the process stays large: `bench --sequential` calls this after
+each model, before the next one loads. (The main job goes further and runs each stage in
+a process of its own, utils/isolate.py: trimming alone left ~0.5-0.8 GB after export.)
+``malloc_trim(0)`` returns it. No-op where the C library has no ``malloc_trim`` (macOS,
+musl).
 """
 
 from __future__ import annotations
