@@ -20,7 +20,7 @@ from itm_onnx.data.camera import CLEAN_CAMERA, CameraModel, display_curve, shoot
 from itm_onnx.data.encoding import get_encoding
 from itm_onnx.data.hdr_io import write_hdr
 from itm_onnx.data.real import RealViews, RealViewSet
-from itm_onnx.data.views import ViewSpec, is_panorama, perspective_view
+from itm_onnx.data.views import ViewSpec, is_panorama, perspective_view, random_sample
 from itm_onnx.metrics import align_on_well_exposed, pu21, pu21_psnr, real_light_figures
 
 
@@ -106,6 +106,27 @@ def test_real_views_are_seeded_and_in_range(hdr_folder):
     assert torch.equal(ldr, again[0]) and torch.equal(target, again[1])
     assert ldr.shape == target.shape == (3, 32, 32)
     assert 0.0 <= float(target.min()) and float(target.max()) <= 1.0
+
+
+def test_view_scale_crops_show_light_at_a_finer_pixel_scale():
+    """A crop of a view rendered 4 x larger shows the sun over more pixels than the whole
+    view does at crop size: what --view-scale trains on."""
+    pano = _panorama(128)
+
+    def sun_pixels(scale: float) -> list[int]:
+        rng = np.random.default_rng(0)
+        counts = []
+        for _ in range(40):
+            sample = random_sample(pano, 32, rng, scale)
+            assert sample.shape == (32, 32, 3) and sample.min() >= 0.0
+            counts.append(int((sample.max(axis=-1) > 100.0).sum()))
+        return [c for c in counts if c > 0]
+
+    whole, finer = sun_pixels(1.0), sun_pixels(4.0)
+    assert whole and finer
+    assert np.median(finer) > 2 * np.median(whole)  # 16 x the area, cut by the crop
+    with pytest.raises(ValueError, match="scale"):
+        random_sample(pano, 32, np.random.default_rng(0), 0.5)
 
 
 def test_view_set_is_fixed(hdr_folder):
@@ -280,7 +301,8 @@ def test_train_on_real_views_and_select_by_pu21(hdr_folder, tmp_path, extra):
         assert config["highlight_gate"] == 0.95 and "PU21-PSNR" in report["info"]["loss"]
 
 
-@pytest.mark.parametrize("option", [["--synthetic-mix", "1.5"], ["--val-views", "0"]])
+@pytest.mark.parametrize("option", [["--synthetic-mix", "1.5"], ["--val-views", "0"],
+                                    ["--view-scale", "0.5"]])
 def test_train_real_rejects_bad_options_in_one_line(hdr_folder, tmp_path, option):
     result = CliRunner().invoke(main, ["train", "--data", "real", "--hdr-dir", str(hdr_folder),
                                        "--out-dir", str(tmp_path / "run"), *option])

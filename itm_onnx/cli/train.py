@@ -76,6 +76,10 @@ def print_result(result: TrainResult) -> None:
 @click.option("--synthetic-mix", type=float, default=DEFAULTS.synthetic_mix,
               show_default=True,
               help="--data real: share of samples that are procedural scenes (0-1).")
+@click.option("--view-scale", type=float, default=DEFAULTS.view_scale, show_default=True,
+              help="--data real: crop from views rendered up to this many times the crop "
+                   "size (log-uniform), so that crops show light at the pixel scale of "
+                   "larger photos; 1 = the whole view at crop size.")
 @click.option("--ldr-dir", type=click.Path(path_type=Path), default=None,
               help="Folder of LDR photos matched to --hdr-dir by file stem (--data paired).")
 @click.option("--input-dir", type=click.Path(path_type=Path), default=None,
@@ -144,7 +148,7 @@ def print_result(result: TrainResult) -> None:
               help="Final model: best validation mu-law PSNR, or the last checkpoint.")
 @json_option
 def train_command(out_dir, output, model_name, model_options, data, hdr_dir, val_dir, val_views,
-                  synthetic_mix, ldr_dir, input_dir,
+                  synthetic_mix, view_scale, ldr_dir, input_dir,
                   target_dir, encoding, loss, crop, batch_size, steps, lr, schedule, warmup_steps,
                   val_every, val_images, val_size, checkpoint_every, seed, workers, threads,
                   device, channels_last, vgg_weights, log_mse_weight, init, init_weights, qat,
@@ -178,6 +182,7 @@ def train_command(out_dir, output, model_name, model_options, data, hdr_dir, val
         out_dir=out_dir, output=output, model=model_name,
         model_options=options, data=data, hdr_dir=hdr_dir,
         val_dir=val_dir, val_views=val_views, synthetic_mix=synthetic_mix,
+        view_scale=view_scale,
         init_weights=init_weights,
         ldr_dir=ldr_dir, input_dir=input_dir, target_dir=target_dir, encoding=encoding,
         loss=loss, crop=crop, batch_size=batch_size, steps=steps, lr=lr,

@@ -4,7 +4,9 @@ is judged on.
 * :class:`RealViews` (training): item i is a random sample of file i (a perspective
   view of a panorama or a crop of a photo, :mod:`.views`) shot by the random camera
   (:mod:`.camera`); with probability ``synthetic_mix`` a procedural scene
-  (:mod:`.synthetic`) is shot instead, so the mix is one number.
+  (:mod:`.synthetic`) is shot instead, so the mix is one number. ``view_scale`` > 1
+  renders each view up to that many times larger before the crop (log-uniform), so
+  that training crops show light sources at the pixel sizes of full-size photos.
 * :class:`RealViewSet` (validation and evaluation): fixed, seeded views of every file
   (``views`` per file), shot by the evaluation camera: ~3 % of pixels clipped, curves
   gamma 2.2 / sRGB / gamma 1.8 / filmic cycled over the views, no noise, no JPEG.
@@ -58,14 +60,18 @@ class RealViews(_FolderDataset):
 
     def __init__(self, root: str | os.PathLike[str], size: int = 128, seed: int = 0,
                  encoding: str = "mulaw-clip", camera: CameraModel | None = None,
-                 synthetic_mix: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 synthetic_mix: float = 0.0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 view_scale: float = 1.0) -> None:
         if not 0.0 <= synthetic_mix <= 1.0:
             raise ValueError(f"synthetic_mix must be in [0, 1], got {synthetic_mix}")
+        if view_scale < 1.0:
+            raise ValueError(f"view_scale must be >= 1, got {view_scale}")
         self.root = Path(root)
         self.files = hdr_files(root)
         super().__init__(len(self.files), size, seed, encoding)
         self.camera = camera or CameraModel()
         self.synthetic_mix, self.max_pixels = synthetic_mix, max_pixels
+        self.view_scale = view_scale
         self._cache: dict[int, np.ndarray] = {}
 
     def load(self, index: int) -> np.ndarray:
@@ -77,7 +83,10 @@ class RealViews(_FolderDataset):
         if self.synthetic_mix > 0 and rng.random() < self.synthetic_mix:
             hdr = render_scene(int(rng.integers(2**31)), self.size, self.size)
         else:
-            hdr = random_sample(self.load(index), self.size, rng)
+            # Pixel scale log-uniform in [1, view_scale] (views.random_sample).
+            scale = (float(np.exp(rng.uniform(0.0, np.log(self.view_scale))))
+                     if self.view_scale > 1 else 1.0)
+            hdr = random_sample(self.load(index), self.size, rng, scale)
         shot = shoot(hdr, rng, self.camera)
         return _shot_pair(shot.ldr, shot.linear, self.encoding)
 

@@ -79,16 +79,40 @@ def _bilinear_wrap(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
     return top * (1 - fv) + bottom * fv
 
 
-def random_sample(hdr: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def random_sample(hdr: np.ndarray, size: int, rng: np.random.Generator,
+                  scale: float = 1.0) -> np.ndarray:
     """A random perspective view of a panorama, or a random square crop of a photo,
-    then a horizontal flip with probability one half (never vertical: skies are up)."""
+    then a horizontal flip with probability one half (never vertical: skies are up).
+
+    ``scale`` > 1 renders the view ``scale`` times larger and returns a random
+    ``size`` x ``size`` crop of it: the same field of view at a finer pixel scale, so that
+    a network trained on small crops sees lamps and windows as many pixels wide as in the
+    larger photos it runs on.
+    """
+    if scale < 1.0:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    rendered = max(size, int(round(size * scale)))
     if is_panorama(hdr.shape):
-        sample = perspective_view(hdr, random_view_spec(rng), size)
+        spec = random_view_spec(rng)
+        # At scale 1 always 2 x 2, as before (earlier training runs stay reproducible).
+        supersample = 2 if rendered == size else _supersample(hdr.shape[1], spec.fov, rendered)
+        sample = perspective_view(hdr, spec, rendered, supersample=supersample)
     else:
-        sample = resize_float(hdr, random_crop_box(hdr.shape[:2], rng), size)
+        sample = resize_float(hdr, random_crop_box(hdr.shape[:2], rng), rendered)
+    if rendered > size:
+        top, left = (int(rng.integers(0, rendered - size + 1)) for _ in range(2))
+        sample = np.ascontiguousarray(sample[top:top + size, left:left + size])
     if rng.random() < 0.5:
         sample = np.ascontiguousarray(sample[:, ::-1])
     return sample
+
+
+def _supersample(map_width: int, fov: float, size: int) -> int:
+    """2 x 2 supersampling where the view is coarser than the map (it would alias), none
+    where it is finer (the view only interpolates the map: supersampling would cost 4 x
+    and change nothing visible)."""
+    view_density = (size / 2) / math.tan(math.radians(fov) / 2)  # pixels per radian
+    return 2 if view_density < map_width / (2 * math.pi) else 1
 
 
 def fixed_samples(hdr: np.ndarray, size: int, views: int, seed: int) -> list[np.ndarray]:

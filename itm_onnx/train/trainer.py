@@ -87,6 +87,9 @@ class TrainConfig:
     val_dir: Path | None = None
     val_views: int = 2
     synthetic_mix: float = 0.0
+    # data="real": crops come from views rendered up to this many times the crop size
+    # (log-uniform; 1 = the whole view at crop size).
+    view_scale: float = 1.0
     ldr_dir: Path | None = None  # data="paired"
     input_dir: Path | None = None  # data="enhance": LDR input photos
     target_dir: Path | None = None  # data="enhance": LDR target photos, matched by stem
@@ -264,7 +267,7 @@ def _real_datasets(c: TrainConfig, encoding: str) -> tuple[Dataset, Dataset, str
     if c.hdr_dir is None:
         raise UsageError("--data real needs --hdr-dir PATH (a folder of .hdr/.exr files)")
     train = RealViews(c.hdr_dir, size=c.crop, seed=c.seed, encoding=encoding,
-                      synthetic_mix=c.synthetic_mix)
+                      synthetic_mix=c.synthetic_mix, view_scale=c.view_scale)
     indices = None
     if c.val_dir is not None:
         val_files = hdr_files(c.val_dir)
@@ -280,7 +283,8 @@ def _real_datasets(c: TrainConfig, encoding: str) -> tuple[Dataset, Dataset, str
     val = RealViewSet(val_files, size=c.val_size, views=c.val_views, seed=0,
                       encoding=encoding)
     described = (f"real HDR views of {c.hdr_dir} ({len(indices or train.files)} files, "
-                 f"{c.crop}x{c.crop}, random camera, synthetic mix {c.synthetic_mix:g}); "
+                 f"{c.crop}x{c.crop} crops of views up to {c.view_scale:g} x larger, random "
+                 f"camera, synthetic mix {c.synthetic_mix:g}); "
                  f"val: {c.val_views} fixed views of each of {held} at "
                  f"{c.val_size}x{c.val_size}, evaluation camera")
     return StepStream(train, indices, seed=c.seed), val, described
@@ -482,6 +486,8 @@ class Trainer:
                              "multiples of 32 (the model downsamples 32x)")
         if not 0.0 <= c.synthetic_mix <= 1.0:
             raise UsageError(f"--synthetic-mix must be between 0 and 1, got {c.synthetic_mix:g}")
+        if c.view_scale < 1.0:
+            raise UsageError(f"--view-scale must be at least 1, got {c.view_scale:g}")
         for name in ("steps", "batch_size", "val_every", "val_images", "val_views",
                      "checkpoint_every"):
             if getattr(c, name) <= 0:
@@ -592,6 +598,7 @@ class Trainer:
             "data": self.data_description,
             "encoding": c.resolved_encoding(),
             "crop": c.crop,
+            "view_scale": c.view_scale,
             "batch_size": c.batch_size,
             "world_size": self.env.world,
             "steps": self.step,
