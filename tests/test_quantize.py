@@ -320,6 +320,29 @@ def test_instance_norm_fold_is_exact_with_negative_gammas_and_beta(tiny_export):
     assert not any(name.endswith("_sign_folded") for name in shared)
 
 
+def test_folded_norm_statistics_hold_at_other_sizes_and_on_flat_images(tiny_export, tmp_path):
+    """The folded norms' variance (sum of squares / W, minus mean^2) reads W at run time:
+    the quantization report runs a fixed-shape artifact at the calibration photos' size,
+    where a 1 / W baked from the export scaled the variance wrongly."""
+    model = _trained_like_norms(tiny_export[0])
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    apply_rewrites(folded, ("fold_instance_norm",))
+    squared = {n.input[0] for n in folded.graph.node if n.op_type == "ReduceSumSquare"}
+    assert len(squared) == 2  # the sums of squares read the norms' inputs, not x - mean
+    assert not [n for n in folded.graph.node if n.op_type == "Sub" and n.input[0] in squared]
+    sessions = []
+    for graph, name in ((model, "float.onnx"), (folded, "folded.onnx")):
+        onnx.save(graph, str(tmp_path / name))
+        dynamic = _dynamic_copy(tmp_path / name, tmp_path / f"dyn-{name}")
+        sessions.append(ort.InferenceSession(str(dynamic)))
+    rng = np.random.default_rng(2)
+    for x in (rng.random((1, 3, 96, 160), dtype=np.float32),
+              np.full((1, 3, 64, 64), 0.5, np.float32), np.zeros((1, 3, 32, 96), np.float32)):
+        a, b = (s.run(None, {"ldr": x})[0] for s in sessions)
+        assert np.abs(a - b).max() < 1e-4, x.shape
+
+
 def test_dynamic_model_is_calibrated_at_the_default_size_and_runs_at_any(
         tiny_export, calib_dir, cache_dir, tmp_path):
     fp32 = _dynamic_copy(tiny_export[0], tmp_path / "dyn.onnx")

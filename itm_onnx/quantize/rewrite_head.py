@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph_edit import EditGraph, attr, dim, drop_unused, is_plain_1x1, tag_like, with_shapes
+from .graph_edit import EditGraph, attr, drop_unused, is_plain_1x1, tag_like, with_shapes
 
 
 def fold_instance_norm(model: onnx.ModelProto) -> list[str]:
@@ -186,20 +186,28 @@ def _square_then_row_mean(g: EditGraph, sqrt: onnx.NodeProto, centered: str):
 
 def _sum_of_squares(g: EditGraph, m: _NormMatch) -> list[onnx.NodeProto]:
     """Replace ``ReduceMean(c * c, axis W)`` by ``ReduceSumSquare(c, axis W) / W``: one
-    full-resolution pass (reading c) instead of two and a write (the Mul). Only when W is
-    known (fixed-shape models); the result keeps the two-stage precision of the export."""
+    full-resolution pass (reading c) instead of two and a write (the Mul); the result keeps
+    the two-stage precision of the export. W is read from the tensor's shape at run time
+    (ONNX Runtime folds it to a constant in a fixed-shape model), so that the artifact stays
+    right at any input size: a constant 1 / W baked from the export's width scaled the
+    variance wrongly wherever the model ran at another size (the quantization report runs
+    the artifact at the calibration photos' native size)."""
     if m.square_mean is None:
         return []
     square, row_mean = m.square_mean
-    width = dim(g, square.input[0], 3)
-    if not width:
-        return []
     axes = g.add_init(f"{row_mean.name}_axes", np.array([3], np.int64))
-    sums = g.unique(f"{row_mean.output[0]}_sum")
-    inv = g.add_init(f"{row_mean.name}_inv_width", np.array(1.0 / width, np.float32))
+    width_index = g.add_init(f"{row_mean.name}_width_index", np.array(3, np.int64))
+    sums, shape, width, width_f, inv = (g.unique(f"{row_mean.output[0]}_{s}") for s in (
+        "sum", "shape", "width", "width_float", "inv_width"))
     new = [
         helper.make_node("ReduceSumSquare", [square.input[0], axes], [sums],
                          g.unique(f"{row_mean.name}_sumsq"), keepdims=1),
+        helper.make_node("Shape", [square.input[0]], [shape], g.unique(f"{row_mean.name}_shape")),
+        helper.make_node("Gather", [shape, width_index], [width],
+                         g.unique(f"{row_mean.name}_width"), axis=0),
+        helper.make_node("Cast", [width], [width_f], g.unique(f"{row_mean.name}_width_float"),
+                         to=onnx.TensorProto.FLOAT),
+        helper.make_node("Reciprocal", [width_f], [inv], g.unique(f"{row_mean.name}_inv_width")),
         helper.make_node("Mul", [sums, inv], [row_mean.output[0]],
                          g.unique(f"{row_mean.name}_scale")),
     ]
@@ -208,7 +216,53 @@ def _sum_of_squares(g: EditGraph, m: _NormMatch) -> list[onnx.NodeProto]:
     g.insert_before(row_mean, new)
     g.graph.node.remove(row_mean)
     g.graph.node.remove(square)
+    g.refresh()
+    # (insert copies the message: the graph's node is the producer of its output)
+    _variance_from_moments(g, m, g.producer[new[0].output[0]])
     return new
+
+
+def _variance_from_moments(g: EditGraph, m: _NormMatch, sum_squares: onnx.NodeProto) -> None:
+    """``mean((x - mean)^2)`` as ``max(mean(x^2) - mean^2, 0)``: the sum of squares reads x
+    itself, so the full-resolution ``x - mean`` (a read and a write of x) goes.
+
+    In float32 the difference loses relative precision in proportion to (mean / std)^2; on
+    the shipped model's head |mean| / std stays below 2.2 on the calibration photos, where
+    this keeps the variance to ~1e-6 relative. The clamp keeps a flat image's variance
+    (where rounding could make it negative) at 0, so that the norm's eps decides as before.
+    """
+    centered = sum_squares.input[0]
+    sub = g.producer.get(centered)
+    sqrt = g.producer.get(m.std)
+    add = g.producer.get(sqrt.input[0]) if sqrt is not None else None
+    if sub is None or sub.op_type != "Sub" or add is None or len(g.consumers[centered]) != 1:
+        return
+    var = next(i for i in add.input if g.const(i) is None)
+    chain, tensor = [], var  # the nodes from the sum of squares to var
+    while tensor != sum_squares.output[0]:
+        node = g.producer.get(tensor)
+        if node is None or len(node.output) != 1:
+            return
+        chain.append(node)
+        tensor = node.input[0]
+    # Tensors on the chain now hold moments of x, not of x - mean: new names, so that the
+    # float/quantized comparison never pairs them with the export's tensors.
+    renamed = {t: g.unique(f"{t}_of_x") for t in [sum_squares.output[0],
+                                                   *(n.output[0] for n in chain)]}
+    for node in [sum_squares, *chain]:
+        node.output[0] = renamed[node.output[0]]
+        node.input[0] = renamed.get(node.input[0], node.input[0])
+    sum_squares.input[0] = m.x
+    mean_sq, diff = g.unique(f"{m.mean}_squared"), g.unique(f"{var}_difference")
+    zero = g.add_init(f"{var}_zero", np.array(0.0, np.float32))
+    new = [
+        helper.make_node("Mul", [m.mean, m.mean], [mean_sq], g.unique(f"{add.name}_mean_sq")),
+        helper.make_node("Sub", [renamed[var], mean_sq], [diff], g.unique(f"{add.name}_moments")),
+        helper.make_node("Max", [diff, zero], [var], g.unique(f"{add.name}_nonnegative")),
+    ]
+    for node in new:
+        tag_like(node, add)
+    g.replace([sub], add, new)
 
 
 
