@@ -68,6 +68,11 @@ def node_part(node: onnx.NodeProto) -> str | None:
     return _get_prop(node.metadata_props, PART_KEY)
 
 
+def set_part(node: onnx.NodeProto, part: str) -> None:
+    """Move a node to ``part`` (a quantize pass deciding a node's precision)."""
+    _set_prop(node, PART_KEY, part)
+
+
 def tags_by_name(model: onnx.ModelProto) -> dict[str, str]:
     """Map node name -> part, from ``itm_onnx.part`` tags or else the exporter's metadata."""
     tags = {}

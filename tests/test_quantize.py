@@ -107,10 +107,16 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     assert backbone_compute > 50
     head_convs = [n for n in model.graph.node
                   if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
-    assert len(head_convs) == 3
+    # the head's three, and the backbone's last layer (rewrite.float_photo_tail): its
+    # half-resolution conv (reading the only DequantizeLinear) and its conv on the photo
+    tail = set(report.rewrites["float_photo_tail"])
+    tail_convs = [c for c in head_convs if c.name in tail]
+    assert len(head_convs) == 5 and len(tail_convs) == 2
+    assert sorted(producers[c.input[0]].op_type if c.input[0] in producers else c.input[0]
+                  for c in tail_convs) == ["DequantizeLinear", "ldr"]  # ldr: the float photo
     grid = report.counts["head_weight_grid"]
     on_grid = {w["weight"] for w in grid["weights"] if w["on_grid"]}
-    assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 3
+    assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 5
     for conv in head_convs:
         # A float constant on its int8 grid: read directly, or scaled per image (Mul;
         # rewrite.fold_instance_norm). No DequantizeLinear runs on any head weight.
@@ -121,8 +127,9 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
         assert inits[weight].data_type == onnx.TensorProto.FLOAT and weight in on_grid
         for out in conv.output:  # float activations out of every head conv
             assert all(c.op_type != "QuantizeLinear" for c in consumers.get(out, []))
-    for conv in head_convs[1:]:  # and into the later ones
-        assert producers[conv.input[0]].op_type != "DequantizeLinear"
+    for conv in head_convs:  # and into every one but the tail's half-resolution conv
+        if conv not in tail_convs:
+            assert producers[conv.input[0]].op_type != "DequantizeLinear"
     final = producers[model.graph.output[0].name]
     assert final.op_type not in onnx_meta.QDQ_OPS and onnx_meta.node_part(final) == "head"
     assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"

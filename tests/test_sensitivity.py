@@ -30,7 +30,15 @@ def calib_dir(tmp_path_factory) -> Path:
     return folder
 
 
+# The tiny random model's quantization error comes almost all from its last backbone
+# layer; with that layer float (rewrite.float_photo_tail, the default) the emulated
+# all-quantized output is within 0.3 dB of float and there is nothing to rank. Kept int8
+# here so that the study has errors to find.
+STUDY_REWRITES = tuple(r for r in QuantizeConfig().rewrites if r != "float_photo_tail")
+
+
 def _config(model: Path, out: Path, calib: Path, cache: Path, **kwargs) -> QuantizeConfig:
+    kwargs.setdefault("rewrites", STUDY_REWRITES)
     return QuantizeConfig(model=model, output=out, calibration=calib, cache_dir=cache,
                           calibration_settings=CalibrationSettings(min_images=MIN_IMAGES),
                           error_images=1, study_images=1, **kwargs)

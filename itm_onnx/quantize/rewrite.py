@@ -21,6 +21,9 @@ calibration sees the tensors that will actually be quantized.
   ``H = I + relu(t) * (1 - I) - relu(-t) * I`` equals ``H = I - I * |t| + relu(t)``
   (for ``t >= 0``: ``I + t - I t``; for ``t < 0``: ``I + I t``): 5 full-resolution
   element-wise ops instead of 8.
+- :func:`float_photo_tail`: not a graph change but a precision one: the backbone's last
+  layer (after ``conv_before_upsample``) joins the float part, which runs faster at full
+  resolution in ONNX Runtime than the int8 version and its conversions.
 The float head's and float output transform's rewrites (applied after calibration, for
 schemes that keep them float) are in :mod:`.rewrite_head`; the
 graph-editing helpers both use in :mod:`.graph_edit`.
@@ -34,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .. import onnx_meta
 from .graph_edit import (
     EditGraph,
     attr,
@@ -286,11 +290,62 @@ def _affine_chain(g: EditGraph, conv: onnx.NodeProto):
     return tensor, scale, shift, nodes
 
 
+# Ops the backbone's last layer may hold between its convs and the head (float_photo_tail).
+_TAIL_JOINS = frozenset({"Relu", "Add", "Sum", "Resize"})
+
+
+def float_photo_tail(model: onnx.ModelProto) -> list[str]:
+    """Move the backbone's last layer into the float part: int8 weights, float activations.
+
+    Not a change of the float graph (it only retags nodes ``head``), so exact; it changes
+    what ``--mixed`` quantizes. After :func:`conv_before_upsample`, MQNet's last decoder
+    layer is ``relu(Up(Conv_a(x)) + Conv_b(photo))`` feeding the head. Int8, it costs at
+    full resolution an int8 3->16 conv, an int8 Resize and Add, a transpose and a
+    16-channel DequantizeLinear, and then ONNX Runtime reorders that tensor for the head's
+    NCHWc conv. Float, ``Conv_a`` runs at half resolution in NCHWc, ONNX Runtime upsamples
+    in NCHWc, ``Conv_b`` reads the float photo directly and accumulates the sum with its
+    ReLU fused, and the head's first conv takes the result without a reorder: measured at
+    1088x1920 on 2 threads, ~80 ms less (README, "where the time goes"). Only the
+    half-resolution input of ``Conv_a`` is dequantized.
+
+    Applied only when that layer is such a split (convs joined by Add/Relu/Resize, with at
+    least one Resize); anything else (e.g. ``--rewrites none``) is left int8.
+    """
+    g = EditGraph(model)
+    part = {n.name: onnx_meta.node_part(n) for n in g.graph.node}
+    head_inputs = {t for n in g.graph.node if part[n.name] == onnx_meta.HEAD for t in n.input}
+    pending = [g.producer[t] for t in head_inputs
+               if t in g.producer and part[g.producer[t].name] == onnx_meta.BACKBONE]
+    tail: dict[str, onnx.NodeProto] = {}
+    while pending:
+        node = pending.pop()
+        if node.name in tail:
+            continue
+        if node.op_type != "Conv" and node.op_type not in _TAIL_JOINS:
+            return []
+        tail[node.name] = node
+        if node.op_type == "Conv":
+            continue
+        sources = node.input[:1] if node.op_type == "Resize" else node.input
+        for tensor in sources:
+            producer = g.producer.get(tensor)
+            if producer is not None and g.const(tensor) is None:
+                if part[producer.name] != onnx_meta.BACKBONE:
+                    return []
+                pending.append(producer)
+    if not any(n.op_type == "Resize" for n in tail.values()):
+        return []
+    for node in tail.values():
+        onnx_meta.set_part(node, onnx_meta.HEAD)
+    return [n.name for n in g.graph.node if n.name in tail]
+
+
 REWRITES = {
     "fold_input_affine": fold_input_affine,
     "global_pool_for_mean": global_pool_for_mean,
     "conv_before_upsample": conv_before_upsample,
     "simplify_bounded_output": simplify_bounded_output,
+    "float_photo_tail": float_photo_tail,
 }
 
 
