@@ -202,7 +202,7 @@ def _sum_of_squares(g: EditGraph, m: _NormMatch) -> list[onnx.NodeProto]:
     new = [
         helper.make_node("ReduceSumSquare", [square.input[0], axes], [sums],
                          g.unique(f"{row_mean.name}_sumsq"), keepdims=1),
-        helper.make_node("Shape", [square.input[0]], [shape], g.unique(f"{row_mean.name}_shape")),
+        helper.make_node("Shape", [m.x], [shape], g.unique(f"{row_mean.name}_shape")),  # = c's
         helper.make_node("Gather", [shape, width_index], [width],
                          g.unique(f"{row_mean.name}_width"), axis=0),
         helper.make_node("Cast", [width], [width_f], g.unique(f"{row_mean.name}_width_float"),
