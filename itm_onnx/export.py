@@ -59,6 +59,9 @@ class ExportConfig:
     # How InstanceNorm is written (see models.blocks.InstanceNorm2d): "decomposed" is
     # precise on ORT's CPU kernels and runs on NNAPI; "native" is one op.
     instancenorm: str = "decomposed"
+    # MQNet's working scale (models.mqnet module doc): 1 as released; 2, 4, 8 run the
+    # network on the pooled photo and apply its upsampled residual at full resolution.
+    work_scale: int = 1
 
 
 DEFAULT_PARITY_TOLERANCE = 1e-4  # float models; a QAT model carries its own (1/1023)
@@ -213,7 +216,8 @@ def export_model(config: ExportConfig) -> ExportReport:
     started = time.perf_counter()
     checkpoint = resolve_checkpoint(config)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, checkpoint=checkpoint).eval()
+    scale = {"work_scale": config.work_scale} if config.work_scale != 1 else {}
+    model = create_model(config.model, checkpoint=checkpoint, **scale).eval()
     set_instancenorm_formulation(model, config.instancenorm)
     multiple = getattr(model, "required_multiple", 32)
     check_sizes(config.height, config.width, multiple)

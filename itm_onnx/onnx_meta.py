@@ -30,7 +30,8 @@ PREFIX = "itm_onnx."
 META_FORMAT_VERSION = "1"
 
 # Module-path roots of the PyTorch model and the deployment part they belong to.
-MODULE_ROOT_PARTS = {"backbone": BACKBONE, "head": HEAD, "output": HEAD}
+# MQNet's working-scale pooling (``pool``) stays float like the output transform.
+MODULE_ROOT_PARTS = {"backbone": BACKBONE, "head": HEAD, "output": HEAD, "pool": HEAD}
 
 
 def _get_prop(props: Iterable[onnx.StringStringEntryProto], key: str) -> str | None:

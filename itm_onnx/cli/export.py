@@ -50,12 +50,18 @@ def size_options(func):
               default=DEFAULTS.instancenorm, show_default=True,
               help="How InstanceNorm is written: decomposed (precise on ORT CPU, NNAPI-ready "
                    "basic ops) or native (one InstanceNormalization op).")
+@click.option("--work-scale", type=click.Choice(["1", "2", "4", "8"]), default="1",
+              show_default=True,
+              help="MQNet only: run the network on the photo average-pooled by this factor "
+                   "and apply its bilinearly upsampled residual at full resolution (sides "
+                   "must be multiples of 32 x the factor). The shipped weights score best "
+                   "at 192-256 pixels: 4 for a 1024-pixel photo.")
 @click.option("--tolerance", type=float, default=None,
               help="Max |PyTorch - ORT| allowed on the [0, 1] output; above it nothing is "
                    "written. Default: 1e-4, or 1/1023 for a QAT checkpoint (QDQ output).")
 @json_option
 def export_command(model_name, checkpoint, random_init, output, height, width, dynamic, opset,
-                   instancenorm, tolerance, as_json):
+                   instancenorm, work_scale, tolerance, as_json):
     """Export a model to fp32 ONNX, simplified, tagged and parity-checked.
 
     Runs torch's dynamo exporter, onnxsim and the full ONNX checker; tags every node as
@@ -69,12 +75,13 @@ def export_command(model_name, checkpoint, random_init, output, height, width, d
       itm-onnx export --output mqnet.onnx --height 1088 --width 1920
       itm-onnx export --dynamic --output mqnet-dyn.onnx --json
       itm-onnx export --random-init --model mqnet-sa -o sa.onnx
+      itm-onnx export --height 1024 --width 1024 --work-scale 4 -o mqnet-1024-s4.onnx
     """
     if not as_json:
         progress(f"exporting {model_name} ...")
     report = export_model(ExportConfig(
         output=output, model=model_name, checkpoint=checkpoint, random_init=random_init,
         height=height, width=width, dynamic=dynamic, opset=opset, parity_tolerance=tolerance,
-        instancenorm=instancenorm,
+        instancenorm=instancenorm, work_scale=int(work_scale),
     ))
     emit(report.to_dict(), as_json, lambda _: print_export_report(report))
