@@ -34,6 +34,7 @@ class PipelineConfig:
     random_init: bool = False
     height: int = 1088
     width: int = 1920
+    work_scale: int = 1  # export --work-scale (MQNet; models.mqnet module doc)
     validate_images: int = 4  # held-out synthetic images for validate and bench fidelity
     bench_runs: int = 5
     threads: int = 2
@@ -61,6 +62,8 @@ def run_pipeline(config: PipelineConfig,
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{config.model}-{config.height}x{config.width}"
+    if config.work_scale != 1:
+        stem += f"-s{config.work_scale}"
     reports: dict[str, Any] = {}
     with bar("pipeline", total=4, unit="stage") as stages:
         log(f"[1/4] export {config.model} at {config.height}x{config.width}")
@@ -100,7 +103,8 @@ def export_stage(config: PipelineConfig, out: Path, stem: str) -> tuple[Any, Pat
 
     export_config = ExportConfig(
         output=out / f"{stem}-fp32.onnx", model=config.model, checkpoint=config.checkpoint,
-        random_init=config.random_init, height=config.height, width=config.width)
+        random_init=config.random_init, height=config.height, width=config.width,
+        work_scale=config.work_scale)
     checkpoint = resolve_checkpoint(export_config)
     qat = checkpoint is not None and checkpoint_is_qat(checkpoint)
     if qat:

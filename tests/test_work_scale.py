@@ -12,6 +12,7 @@ import torch
 from itm_onnx import create_model, onnx_meta
 from itm_onnx.cli import main
 from itm_onnx.errors import ItmOnnxError
+from itm_onnx.pipeline import PipelineConfig, export_stage
 from itm_onnx.quantize import CalibrationSettings, QuantizeConfig, quantize_model
 
 from .calibration_images import write_structured_images
@@ -77,3 +78,11 @@ def test_export_and_quantize_at_a_work_scale(runner, tmp_path):
         error_images=1))
     assert report.counts["backbone_float_compute_nodes"] == 0
     assert report.fidelity["psnr_10bit_db"] > 40
+
+
+def test_pipeline_exports_at_the_work_scale(tmp_path):
+    config = PipelineConfig(out_dir=tmp_path, random_init=True, height=64, width=128,
+                            work_scale=2)
+    report, _, qat = export_stage(config, tmp_path, "mqnet-64x128-s2")
+    meta = onnx_meta.read_model_metadata(onnx.load(report.artifact))
+    assert not qat and meta["required_multiple"] == "64"

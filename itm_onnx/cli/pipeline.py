@@ -24,13 +24,17 @@ DEFAULTS = PipelineConfig()
               help="Fixed input height of the mobile artifact (multiple of 32).")
 @click.option("--width", type=int, default=DEFAULTS.width, show_default=True,
               help="Fixed input width (multiple of 32).")
+@click.option("--work-scale", type=click.Choice(["1", "2", "4", "8"]), default="1",
+              show_default=True,
+              help="MQNet's working scale (see `itm-onnx export --help`): the network on the "
+                   "photo pooled by this factor, its residual applied at full resolution.")
 @click.option("--runs", type=click.IntRange(1), default=DEFAULTS.bench_runs, show_default=True,
               help="Timed runs per model in the benchmark (after warm-up).")
 @click.option("--threads", type=click.IntRange(1), default=DEFAULTS.threads, show_default=True,
               help="Intra-op threads for validation and the benchmark.")
 @json_option
-def pipeline_command(out_dir, model_name, checkpoint, random_init, height, width, runs, threads,
-                     as_json):
+def pipeline_command(out_dir, model_name, checkpoint, random_init, height, width, work_scale,
+                     runs, threads, as_json):
     """Run the whole toolkit on one model and print the comparison table.
 
     export (fp32, fixed shape, parity-checked) -> quantize --mixed -> validate (fp32 vs
@@ -42,11 +46,12 @@ def pipeline_command(out_dir, model_name, checkpoint, random_init, height, width
     Example:
       itm-onnx pipeline --out-dir out
       itm-onnx pipeline --height 512 --width 512 --json
+      itm-onnx pipeline --work-scale 2 --out-dir out-s2
     """
     reports = run_pipeline(
         PipelineConfig(out_dir=out_dir, model=model_name, checkpoint=checkpoint,
-                       random_init=random_init, height=height, width=width, bench_runs=runs,
-                       threads=threads),
+                       random_init=random_init, height=height, width=width,
+                       work_scale=int(work_scale), bench_runs=runs, threads=threads),
         log=progress,
     )
     emit(reports_to_dict(reports), as_json, lambda _: _print(reports))
