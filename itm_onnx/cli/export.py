@@ -8,6 +8,7 @@ import click
 
 from ..export import ExportConfig, ExportReport, export_model
 from ..models import list_models
+from ..models.mqnet import WORK_SCALES
 from .common import emit, json_option, progress
 
 DEFAULTS = ExportConfig()
@@ -50,7 +51,7 @@ def size_options(func):
               default=DEFAULTS.instancenorm, show_default=True,
               help="How InstanceNorm is written: decomposed (precise on ORT CPU, NNAPI-ready "
                    "basic ops) or native (one InstanceNormalization op).")
-@click.option("--work-scale", type=click.Choice(["1", "2", "4", "8"]), default="1",
+@click.option("--work-scale", type=click.Choice([str(s) for s in WORK_SCALES]), default="1",
               show_default=True,
               help="MQNet only: run the network on the photo average-pooled by this factor "
                    "and apply its bilinearly upsampled residual at full resolution (sides "

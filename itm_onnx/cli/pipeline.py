@@ -24,6 +24,7 @@ DEFAULTS = PipelineConfig()
               help="Fixed input height of the mobile artifact (multiple of 32).")
 @click.option("--width", type=int, default=DEFAULTS.width, show_default=True,
               help="Fixed input width (multiple of 32).")
+# models.mqnet.WORK_SCALES, written out: the job's own process never imports torch.
 @click.option("--work-scale", type=click.Choice(["1", "2", "4", "8"]), default="1",
               show_default=True,
               help="MQNet's working scale (see `itm-onnx export --help`): the network on the "

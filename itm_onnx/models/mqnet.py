@@ -336,13 +336,13 @@ class MQNet(nn.Module):
     def __init__(self, config: MQNetConfig | None = None) -> None:
         super().__init__()
         self.config = config or MQNetConfig()
-        self.required_multiple = 32 * self.config.work_scale
         scale = self.config.work_scale
+        self.required_multiple = 32 * scale
         # Float like the output transform (onnx_meta tags "pool" head): the backbone's
         # input is quantized after pooling, at the working scale.
         self.pool = nn.AvgPool2d(scale) if scale > 1 else nn.Identity()
         self.backbone = MQNetBackbone(self.config)
-        self.head = MQNetHead(self.backbone.out_channels, self.config.work_scale)
+        self.head = MQNetHead(self.backbone.out_channels, scale)
         self.output = OutputTransform(self.config.output_transform,
                                       self.config.residual_deadzone, self.config.highlight_gate)
 
