@@ -107,16 +107,22 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     assert backbone_compute > 50
     head_convs = [n for n in model.graph.node
                   if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
-    # the head's three, and the backbone's last layer (rewrite.float_photo_tail): its
-    # half-resolution conv (reading the only DequantizeLinear) and its conv on the photo
+    # the head's three; the backbone's last layer (rewrite.float_photo_tail): its
+    # half-resolution conv and its conv on the photo; and the layer before it
+    # (rewrite.float_skip_fuse): its quarter-resolution conv on the upsampled branch and
+    # the identity conv that brings its int8 skip branch into NCHWc (sum_into_nchwc_conv)
     tail = set(report.rewrites["float_photo_tail"])
+    skip = set(report.rewrites["float_skip_fuse"]) | set(report.rewrites["sum_into_nchwc_conv"])
     tail_convs = [c for c in head_convs if c.name in tail]
-    assert len(head_convs) == 5 and len(tail_convs) == 2
+    skip_convs = [c for c in head_convs if c.name in skip]
+    assert len(head_convs) == 7 and len(tail_convs) == 2 and len(skip_convs) == 2
     assert sorted(producers[c.input[0]].op_type if c.input[0] in producers else c.input[0]
-                  for c in tail_convs) == ["DequantizeLinear", "ldr"]  # ldr: the float photo
+                  for c in tail_convs) == ["Relu", "ldr"]  # ldr: the float photo
+    # the only two dequantized activations the float part reads
+    assert [producers[c.input[0]].op_type for c in skip_convs] == ["DequantizeLinear"] * 2
     grid = report.counts["head_weight_grid"]
     on_grid = {w["weight"] for w in grid["weights"] if w["on_grid"]}
-    assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 5
+    assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 7
     for conv in head_convs:
         # A float constant on its int8 grid: read directly, or scaled per image (Mul;
         # rewrite.fold_instance_norm). No DequantizeLinear runs on any head weight.
@@ -127,9 +133,10 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
         assert inits[weight].data_type == onnx.TensorProto.FLOAT and weight in on_grid
         for out in conv.output:  # float activations out of every head conv
             assert all(c.op_type != "QuantizeLinear" for c in consumers.get(out, []))
-    for conv in head_convs:  # and into every one but the tail's half-resolution conv
-        if conv not in tail_convs:
-            assert producers[conv.input[0]].op_type != "DequantizeLinear"
+    for conv in head_convs:  # and into every one but those two
+        if conv not in skip_convs:
+            assert producers.get(conv.input[0]) is None or producers[
+                conv.input[0]].op_type != "DequantizeLinear"
     final = producers[model.graph.output[0].name]
     assert final.op_type not in onnx_meta.QDQ_OPS and onnx_meta.node_part(final) == "head"
     assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear"
@@ -257,8 +264,11 @@ def test_same_inputs_give_byte_identical_models_and_calibration_is_cached(
 def test_rewrites_are_exact_in_float(tiny_export):
     model = onnx.load(str(tiny_export[0]))
     rewritten = onnx.load(str(tiny_export[0]))
-    log = apply_rewrites(rewritten, tuple(REWRITES))
+    log = apply_rewrites(rewritten, (*REWRITES, "sum_into_nchwc_conv"))
     assert log.applied.get("conv_before_upsample") and log.applied.get("fold_input_affine")
+    assert len(log.applied["float_skip_fuse"]) == 4 and log.applied["sum_into_nchwc_conv"]
+    assert sum(n.op_type == "Concat" for n in rewritten.graph.node) == sum(
+        n.op_type == "Concat" for n in model.graph.node) - 2  # the two fuse layers'
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
     a = ort.InferenceSession(model.SerializeToString()).run(None, {"ldr": x})[0]
     b = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"ldr": x})[0]

@@ -11,6 +11,8 @@ Exact in real arithmetic, like those of :mod:`.rewrite`:
   Exact in real arithmetic; in float32 a result can move by one rounding step (3 of 442k
   10-bit codes changed on a 384x384 photo).
 - :func:`pow_as_exp_log`: ``x ** p`` as ``exp(p log x)``, vectorised in ONNX Runtime.
+- :func:`sum_into_nchwc_conv`: an identity 1x1 conv on the dequantized operand of a float
+  ``Add(Upsample(...), DequantizeLinear(...))``, so that ONNX Runtime sums in NCHWc.
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .graph_edit import EditGraph, attr, drop_unused, is_plain_1x1, tag_like, with_shapes
+from .. import onnx_meta
+from .graph_edit import (
+    EditGraph,
+    attr,
+    channels,
+    drop_unused,
+    is_plain_1x1,
+    tag_like,
+    with_shapes,
+)
 
 
 def fold_instance_norm(model: onnx.ModelProto) -> list[str]:
@@ -443,9 +454,51 @@ def _only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
 
 
 
+def sum_into_nchwc_conv(model: onnx.ModelProto) -> list[str]:
+    """``Add(Resize(a), b)``, ``b`` from the int8 part -> ``Add(Resize(a), Conv_I(b))``.
+
+    ``Conv_I`` is a 1x1 conv with the identity matrix as weights (exact: every product is
+    ``b * 1`` or ``b * 0``; its int8 grid is scale 1/127 and the integers 127 and 0). Why:
+    after ``rewrite.float_skip_fuse`` the float Add joins ORT's NCHWc upsample with a
+    dequantized int8 tensor in plain NCHW, and ORT's NCHWc transformer blocks an Add
+    only when all its inputs are blocked: it reorders the upsample back, adds and
+    applies the ReLU in NCHW and reorders the sum again for the next conv. A conv is
+    blocked after one reorder of ``b``, and ORT folds the Add into it (the conv
+    accumulates onto the upsample) and the ReLU after the Add as its activation:
+    measured at 1088x1920 on 2 threads, 3 passes over a half-resolution 16-channel tensor
+    fewer. Only where ``b`` has at least 8 channels (ORT blocks no narrower conv input).
+    """
+    g = EditGraph(with_shapes(model))
+    changed = []
+    for add in list(g.graph.node):
+        if add.op_type != "Add" or onnx_meta.node_part(add) != onnx_meta.HEAD:
+            continue
+        sources = [g.producer.get(t) for t in add.input]
+        if None in sources or [s.op_type for s in sources].count("Resize") != 1:
+            continue
+        other = 1 if sources[0].op_type == "Resize" else 0
+        width = channels(g, add.input[other])
+        if (onnx_meta.node_part(sources[1 - other]) != onnx_meta.HEAD
+                or onnx_meta.node_part(sources[other]) == onnx_meta.HEAD
+                or width is None or width < 8):
+            continue
+        identity = g.add_init(f"{add.name}_identity",
+                              np.eye(width, dtype=np.float32).reshape(width, width, 1, 1))
+        blocked = g.unique(f"{add.input[other]}_blocked")
+        conv = helper.make_node("Conv", [add.input[other], identity], [blocked],
+                                g.unique(f"{add.name}_into_nchwc"), kernel_shape=[1, 1])
+        g.insert_before(add, [tag_like(conv, add)])
+        add.input[other] = blocked
+        g.refresh()
+        changed.append(g.producer[blocked].name)
+    drop_unused(model)
+    return changed
+
+
 HEAD_REWRITES = {
     "fold_instance_norm": fold_instance_norm,
     "clamp_as_clip": clamp_as_clip,
     "floor_as_max": floor_as_max,
     "pow_as_exp_log": pow_as_exp_log,
+    "sum_into_nchwc_conv": sum_into_nchwc_conv,
 }
