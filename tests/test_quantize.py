@@ -579,12 +579,18 @@ def test_output_transform_rewrites_keep_the_output(tmp_path):
     export_model(ExportConfig(output=path, checkpoint=tmp_path / "gated.safetensors",
                               height=64, width=64))
     original, rewritten = onnx.load(str(path)), onnx.load(str(path))
-    log = apply_rewrites(rewritten, ("clamp_as_clip", "floor_as_max", "pow_as_exp_log"))
+    log = apply_rewrites(rewritten, ("clamp_as_clip", "floor_as_max", "shrink_with_abs",
+                                     "scale_into_clip", "pow_as_exp_log"))
     assert len(log.applied["clamp_as_clip"]) == 2 and len(log.applied["floor_as_max"]) == 2
     assert len(log.applied["pow_as_exp_log"]) == 1  # the identity prediction's I ** 2.2
+    # the dead zone's magnitude from Abs; the floor's scale into its Clip
+    assert len(log.applied["shrink_with_abs"]) == 1 and len(log.applied["scale_into_clip"]) == 1
     before = {n.name for n in original.graph.node}
     new = [n for n in rewritten.graph.node if n.name not in before]
-    assert sorted(n.op_type for n in new) == ["Clip", "Clip", "Exp", "Log", "Max", "Max", "Mul"]
+    assert sorted(n.op_type for n in new) == ["Abs", "Add", "Clip", "Clip", "Clip", "Exp", "Log",
+                                              "Max", "Max", "Mul", "Mul", "Sub"]
+    # clamps 4 -> 1 each, floors 3 -> 1, Pow 1 -> 3, dead zone 7 -> 5, floor scale 1 -> 0
+    assert len(rewritten.graph.node) == len(original.graph.node) - 6 - 4 + 2 - 2 - 1
     assert {onnx_meta.node_part(n) for n in new} == {onnx_meta.HEAD}  # output deploys with it
     x = np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64)).astype(np.float32) / 255
     x[:, :, :16] = 1.0

@@ -24,6 +24,9 @@ calibration sees the tensors that will actually be quantized.
 - :func:`float_photo_tail`: not a graph change but a precision one: the backbone's last
   layer (after ``conv_before_upsample``) joins the float part, which runs faster at full
   resolution in ONNX Runtime than the int8 version and its conversions.
+- :func:`float_skip_fuse`: the layer before that one split as in
+  :func:`conv_before_upsample` (wider upsample allowed), its upsampled branch float and
+  its skip conv int8: no ``QLinearConcat`` and no int8 Resize at half resolution.
 The float head's and float output transform's rewrites (applied after calibration, for
 schemes that keep them float) are in :mod:`.rewrite_head`; the
 graph-editing helpers both use in :mod:`.graph_edit`.

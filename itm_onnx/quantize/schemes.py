@@ -12,8 +12,9 @@ Open this file to change how the head (or anything else) is quantized.
   (and take its NCHWc conv) instead of dequantizing it on every run. The float-head
   rewrites (``rewrite.HEAD_REWRITES``) run first; after ``fold_instance_norm`` a head
   conv's weight is ``W * a`` with ``W`` on its int8 grid and ``a`` the per-image
-  InstanceNorm scale. On the CPU target the rewrite ``float_photo_tail`` has by then
-  tagged the backbone's last layer ``head``, so it is built the same way (float
+  InstanceNorm scale. On the CPU target the rewrites ``float_photo_tail`` and
+  ``float_skip_fuse`` have by then tagged the backbone's last layer and the upsampled
+  branch of the one before it ``head``, so they are built the same way (float
   activations, weights on their int8 grid).
 - ``full-int8``: every node quantized by ``quantize_static`` (for comparison).
 - ``a16w8-head``: the backbone as in ``mixed``; the head's chain up to its last conv with
