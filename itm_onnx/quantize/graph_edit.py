@@ -3,7 +3,8 @@
 ``EditGraph`` indexes producers and consumers (``refresh`` after an edit), reads constants,
 makes unique names and adds initializers; the functions read node attributes and shapes,
 tag new nodes with the part (backbone/head/output) of the node they replace, and drop what
-an edit left unused. Used by :mod:`.rewrite` and :mod:`.rewrite_head`.
+an edit left unused. Used by :mod:`.rewrite`, :mod:`.rewrite_head` and
+:mod:`.rewrite_output`.
 """
 
 from __future__ import annotations
@@ -120,3 +121,8 @@ def dim(g: EditGraph, tensor: str, axis: int) -> int | None:
             dims = vi.type.tensor_type.shape.dim
             return dims[axis].dim_value if len(dims) > axis and dims[axis].dim_value else None
     return None
+
+
+def only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
+    users = g.consumers.get(tensor, [])
+    return len(users) == 1 and users[0] is user and not g.is_graph_output(tensor)

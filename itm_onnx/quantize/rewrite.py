@@ -28,8 +28,8 @@ calibration sees the tensors that will actually be quantized.
   :func:`conv_before_upsample` (wider upsample allowed), its upsampled branch float and
   its skip conv int8: no ``QLinearConcat`` and no int8 Resize at half resolution.
 The float head's and float output transform's rewrites (applied after calibration, for
-schemes that keep them float) are in :mod:`.rewrite_head`; the
-graph-editing helpers both use in :mod:`.graph_edit`.
+schemes that keep them float) are in :mod:`.rewrite_head` and :mod:`.rewrite_output`; the
+graph-editing helpers they share in :mod:`.graph_edit`.
 """
 
 from __future__ import annotations
