@@ -126,38 +126,3 @@ def dim(g: EditGraph, tensor: str, axis: int) -> int | None:
 def only_feeds(g: EditGraph, tensor: str, user: onnx.NodeProto) -> bool:
     users = g.consumers.get(tensor, [])
     return len(users) == 1 and users[0] is user and not g.is_graph_output(tensor)
-
-
-# The weight input of each weighted op, as ONNX defines them (the bias, where there is
-# one, is input 2). A node can say otherwise in its metadata (WEIGHT_INPUT_KEY):
-# rewrite_head.pointwise_conv_as_gemm writes Gemm(W, X, b), the weight first.
-WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
-WEIGHT_INPUT_KEY = "itm_onnx.weight_input"
-
-
-def weight_input(node: onnx.NodeProto) -> int | None:
-    """Which input of ``node`` is its weight (None for an op without one)."""
-    for prop in node.metadata_props:
-        if prop.key == WEIGHT_INPUT_KEY:
-            return int(prop.value)
-    return WEIGHT_INPUT.get(node.op_type)
-
-
-def weight_reader(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
-                  inits) -> tuple[onnx.NodeProto, int] | None:
-    """The node and input slot that read a weighted node's weight initializer: the node
-    itself, or past a Reshape (``pointwise_conv_as_gemm``) the per-image ``Mul(W, a)`` of
-    ``fold_instance_norm``, whose constant input W is. None without a weight input."""
-    index = weight_input(node)
-    if index is None or len(node.input) <= index:
-        return None
-    name = node.input[index]
-    reshape = producers.get(name)
-    if reshape is not None and reshape.op_type == "Reshape":
-        name = reshape.input[0]
-    scaled = producers.get(name)
-    if scaled is not None and scaled.op_type == "Mul":
-        for slot, tensor in enumerate(scaled.input):
-            if tensor in inits:
-                return scaled, slot
-    return node, index

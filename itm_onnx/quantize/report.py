@@ -45,7 +45,6 @@ from onnxruntime.quantization.qdq_loss_debug import (
 from onnxruntime.quantization.quant_utils import DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX
 
 from .. import onnx_meta
-from .graph_edit import WEIGHT_INPUT, weight_input, weight_reader
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,7 @@ DATA_MOVEMENT = frozenset({
     "Slice", "Resize", "Pad", "Gather", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
     "MaxPool", "Shape", "Constant",
 })
+WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 _T = onnx.TensorProto
 _BITS = {_T.UINT8: "uint8", _T.INT8: "int8", _T.UINT16: "uint16", _T.INT16: "int16",
          _T.FLOAT: "float32", _T.FLOAT16: "float16", _T.INT32: "int32"}
@@ -90,7 +90,7 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
     for node in model.graph.node:
         if node.op_type in onnx_meta.QDQ_OPS:
             continue
-        weight_index = weight_input(node)
+        weight_index = WEIGHT_INPUT.get(node.op_type)
         acts, weights = [], None
         for k, name in enumerate(node.input):
             if not name:
@@ -99,7 +99,7 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
             if k == weight_index:
                 weights = (_grid_precision(name, producers, on_grid)
                            or _weight_precision(name, inits, producers) or kind)
-            elif weight_index is not None and k == 2:
+            elif weight_index is not None and k == weight_index + 1:
                 continue  # the bias: int32 (scale = input scale x weight scale) or float
             elif kind is not None:  # None: a float constant (scales, shapes, biases)
                 acts.append(kind)
@@ -128,11 +128,8 @@ def _input_precision(name: str, inits: dict[str, onnx.TensorProto],
 
 
 def _grid_precision(name: str, producers, on_grid: set[str]) -> str | None:
-    """"int8" for a weight on its int8 grid, read directly or scaled per image (Mul), maybe
-    reshaped to a matrix (Reshape)."""
+    """"int8" for a weight on its int8 grid, read directly or scaled per image (Mul)."""
     node = producers.get(name)
-    if node is not None and node.op_type == "Reshape":
-        name, node = node.input[0], producers.get(node.input[0])
     if name in on_grid or (node is not None and node.op_type == "Mul"
                            and any(i in on_grid for i in node.input)):
         return "int8"
@@ -163,12 +160,18 @@ def weight_grid_proof(model: onnx.ModelProto, part: str | None = onnx_meta.HEAD
                     proven.add(record["weight"])
     unproven = []
     for node in model.graph.node:
-        reader = weight_reader(node, producers, inits)
-        if reader is None or (part is not None and onnx_meta.node_part(node) != part):
+        index = WEIGHT_INPUT.get(node.op_type)
+        if index is None or len(node.input) <= index or (
+                part is not None and onnx_meta.node_part(node) != part):
             continue
-        source = reader[0].input[reader[1]]
-        if source in inits and inits[source].data_type == _T.FLOAT and source not in proven:
-            unproven.append(f"{node.name}: {source}")
+        name = node.input[index]
+        scaler = producers.get(name)
+        sources = ([i for i in scaler.input if i in inits] if scaler is not None
+                   and scaler.op_type == "Mul" else [name])
+        for source in sources:
+            if (source in inits and inits[source].data_type == _T.FLOAT
+                    and source not in proven):
+                unproven.append(f"{node.name}: {source}")
     return {"weights": weights, "unproven": unproven,
             "all_on_grid": all(w["on_grid"] for w in weights) and not unproven}
 

@@ -5,8 +5,6 @@ arithmetic, like those of :mod:`.rewrite`:
 - :func:`fold_instance_norm`: InstanceNorm + ReLU before a 1x1 conv into that conv.
 - :func:`sum_into_nchwc_conv`: an identity 1x1 conv on the dequantized operand of a float
   ``Add(Upsample(...), DequantizeLinear(...))``, so that ONNX Runtime sums in NCHWc.
-- :func:`pointwise_conv_as_gemm`: a 1x1 conv whose weight is per-image (after
-  ``fold_instance_norm``) as a ``Gemm`` on the tensor viewed as a matrix.
 """
 
 from __future__ import annotations
@@ -19,11 +17,9 @@ from onnx import helper
 
 from .. import onnx_meta
 from .graph_edit import (
-    WEIGHT_INPUT_KEY,
     EditGraph,
     attr,
     channels,
-    dim,
     drop_unused,
     is_plain_1x1,
     tag_like,
@@ -392,72 +388,9 @@ def sum_into_nchwc_conv(model: onnx.ModelProto) -> list[str]:
     return changed
 
 
-def pointwise_conv_as_gemm(model: onnx.ModelProto) -> list[str]:
-    """1x1 ``Conv`` with a per-image weight (``fold_instance_norm``'s) -> ``Gemm`` on the
-    image as a ``C x HW`` matrix: the same sums.
-
-    ONNX Runtime takes its NCHWc path only for constant weights; with a per-image weight
-    its Conv runs a general NCHW convolution, 15-17 ms for the head's 12 -> 6 conv at
-    1088x1920 on 2 threads, where ``Gemm(W, X, b)`` over the reshaped tensor (a view, no
-    copy) does the same multiply-adds in ~8 ms (6 -> 3 with its Tanh: ~11 -> ~4 ms;
-    measured alone and in the model, ~22 ms less in all). The Gemm says in its metadata
-    that its weight is input 0 (``graph_edit.WEIGHT_INPUT_KEY``), so that the weight is
-    quantized and proven on its grid as a conv's. Batch 1 only (every export's).
-    """
-    g = EditGraph(with_shapes(model))
-    changed = []
-    for conv in list(g.graph.node):
-        if conv.op_type != "Conv" or g.const(conv.input[1]) is not None:
-            continue
-        kernel = attr(conv, "kernel_shape") or [dim(g, conv.input[1], 2),
-                                                dim(g, conv.input[1], 3)]
-        if (list(kernel) != [1, 1] or attr(conv, "group", 1) != 1
-                or any(attr(conv, "pads", [0, 0, 0, 0]))
-                or any(v != 1 for v in attr(conv, "strides", [1, 1]))
-                or dim(g, conv.input[0], 0) != 1):
-            continue
-        out_ch, in_ch = dim(g, conv.input[1], 0), dim(g, conv.input[1], 1)
-        if out_ch is None or in_ch is None:
-            continue
-        base = conv.output[0]
-        names = {k: g.unique(f"{base}_{k}") for k in (
-            "matrix", "weight_matrix", "bias_column", "product", "shape", "spatial", "target")}
-        as_matrix = g.add_init(f"{conv.name}_as_matrix", np.array([in_ch, -1], np.int64))
-        weight_shape = g.add_init(f"{conv.name}_weight_shape", np.array([out_ch, in_ch], np.int64))
-        column = g.add_init(f"{conv.name}_column", np.array([out_ch, 1], np.int64))
-        lead = g.add_init(f"{conv.name}_lead", np.array([1, out_ch], np.int64))
-        starts, ends = (g.add_init(f"{conv.name}_{k}", np.array([v], np.int64))
-                        for k, v in (("hw_start", 2), ("hw_end", 4)))
-        steps = [
-            ("Reshape", [conv.input[0], as_matrix], names["matrix"], {}),
-            ("Reshape", [conv.input[1], weight_shape], names["weight_matrix"], {}),
-        ]
-        gemm_inputs = [names["weight_matrix"], names["matrix"]]
-        if len(conv.input) > 2 and conv.input[2]:
-            steps.append(("Reshape", [conv.input[2], column], names["bias_column"], {}))
-            gemm_inputs.append(names["bias_column"])
-        steps += [
-            ("Gemm", gemm_inputs, names["product"], {}),
-            ("Shape", [conv.input[0]], names["shape"], {}),
-            ("Slice", [names["shape"], starts, ends], names["spatial"], {}),
-            ("Concat", [lead, names["spatial"]], names["target"], {"axis": 0}),
-            ("Reshape", [names["product"], names["target"]], base, {}),
-        ]
-        new = [tag_like(helper.make_node(
-            op, inputs, [out], g.unique(f"{conv.name}_{out.removeprefix(base + '_')}"), **kw),
-            conv) for op, inputs, out, kw in steps]
-        gemm = next(n for n in new if n.op_type == "Gemm")
-        gemm.metadata_props.add(key=WEIGHT_INPUT_KEY, value="0")
-        g.replace([conv], conv, new)
-        changed.append(conv.name)
-    drop_unused(model)
-    return changed
-
-
 # In the order they run (the defaults of --rewrites).
 HEAD_REWRITES = {
     "fold_instance_norm": fold_instance_norm,
     **OUTPUT_REWRITES,
     "sum_into_nchwc_conv": sum_into_nchwc_conv,
-    "pointwise_conv_as_gemm": pointwise_conv_as_gemm,
 }

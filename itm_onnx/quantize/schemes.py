@@ -48,9 +48,11 @@ from onnxruntime.quantization.quant_utils import (
 
 from .. import onnx_meta
 from .calibration import METHODS
-from .graph_edit import weight_reader
 
 log = logging.getLogger(__name__)
+
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
 
 @dataclass(frozen=True)
 class QuantOptions:
@@ -226,10 +228,9 @@ def quantize_weights_only(model: onnx.ModelProto, node_names: list[str]) -> list
     new_nodes: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
     producers = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:
-        reader = weight_reader(node, producers, inits) if node.name in wanted else None
-        if reader is None:
+        if node.name not in wanted or node.op_type not in WEIGHT_OPS or len(node.input) < 2:
             continue
-        user, slot = reader
+        user, slot = _weight_slot(node, producers, inits)
         name = user.input[slot]
         weight = inits.get(name)
         if weight is None or weight.data_type != TensorProto.FLOAT:
@@ -243,6 +244,19 @@ def quantize_weights_only(model: onnx.ModelProto, node_names: list[str]) -> list
         model.graph.node.insert(list(model.graph.node).index(consumer), dq)
     _remove_unused_initializers(model)
     return sorted(done)
+
+
+def _weight_slot(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto],
+                 inits: dict[str, TensorProto]) -> tuple[onnx.NodeProto, int]:
+    """Where a node's weight initializer is read: its own weight input, or, when the
+    weight is scaled per image (``rewrite.fold_instance_norm``: ``Mul(W, a)``), that Mul's
+    constant input."""
+    scaled = producers.get(node.input[1])
+    if scaled is not None and scaled.op_type == "Mul":
+        for slot, name in enumerate(scaled.input):
+            if name in inits:
+                return scaled, slot
+    return node, 1
 
 
 def _weight_dequantizer(model: onnx.ModelProto, weight: TensorProto) -> onnx.NodeProto:
