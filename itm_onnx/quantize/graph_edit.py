@@ -33,6 +33,11 @@ class EditGraph:
     def const(self, name: str) -> np.ndarray | None:
         return constant_value(name, self.inits, self.producer)
 
+    def scalar(self, name: str) -> float | None:
+        """The value of a one-element constant (any shape), else None."""
+        value = self.const(name)
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
     def unique(self, base: str) -> str:
         name, i = base, 1
         while name in self.names or name in self.inits or name in self.producer:

@@ -187,8 +187,7 @@ def _match_bounded(g: EditGraph, final: onnx.NodeProto):
     ok = (relu_pos.op_type == "Relu" and one_minus.op_type == "Sub" and relu_neg.op_type == "Relu"
           and neg is not None and neg.op_type == "Neg" and mul_neg.input[1] == image
           and one_minus.input[1] == image and neg.input[0] == relu_pos.input[0])
-    one = g.const(one_minus.input[0]) if ok else None
-    if one is None or one.size != 1 or float(one.reshape(-1)[0]) != 1.0:
+    if not ok or g.scalar(one_minus.input[0]) != 1.0:
         return None
     matched = [final, add, mul_pos, relu_pos, one_minus, mul_neg, relu_neg, neg]
     internal = {o for n in matched[1:] for o in n.output}
@@ -273,10 +272,9 @@ def _affine_chain(g: EditGraph, conv: onnx.NodeProto):
         if sum(c is not None for c in consts) != 1:
             break
         k = 1 if consts[1] is not None else 0
-        value = consts[k]
-        if value.size != 1:
+        v = g.scalar(node.input[k])
+        if v is None:
             break
-        v = float(value.reshape(-1)[0])
         # Walking backwards: input = scale * t + shift, with t this node's output.
         if node.op_type == "Mul":  # t = v u
             scale *= v

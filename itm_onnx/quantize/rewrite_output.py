@@ -59,10 +59,10 @@ def _match_relu_difference(g: EditGraph, sub: onnx.NodeProto):
     shift = g.producer.get(lower.input[0])
     if shift is None or shift.op_type not in ("Sub", "Add") or shift.input[0] != upper.input[0]:
         return None
-    c = g.const(shift.input[1])
-    if c is None or c.size != 1:
+    c = g.scalar(shift.input[1])
+    if c is None:
         return None
-    c = float(c.reshape(())) * (1.0 if shift.op_type == "Sub" else -1.0)
+    c *= 1.0 if shift.op_type == "Sub" else -1.0
     if c <= 0 or not all(only_feeds(g, n.output[0], user)
                          for n, user in ((upper, sub), (lower, sub), (shift, lower))):
         return None
@@ -105,11 +105,11 @@ def pow_as_exp_log(model: onnx.ModelProto) -> list[str]:
     g = EditGraph(model)
     changed = []
     for node in list(g.graph.node):
-        exponent = g.const(node.input[1]) if node.op_type == "Pow" else None
-        if exponent is None or exponent.size != 1 or float(exponent).is_integer():
+        exponent = g.scalar(node.input[1]) if node.op_type == "Pow" else None
+        if exponent is None or exponent.is_integer():
             continue
         log, scaled = g.unique(f"{node.output[0]}_log"), g.unique(f"{node.output[0]}_scaled")
-        p = g.add_init(f"{node.name}_exponent", np.array(float(exponent), np.float32))
+        p = g.add_init(f"{node.name}_exponent", np.array(exponent, np.float32))
         new = [helper.make_node("Log", [node.input[0]], [log], g.unique(f"{node.name}_log")),
                helper.make_node("Mul", [log, p], [scaled], g.unique(f"{node.name}_mul")),
                helper.make_node("Exp", [scaled], [node.output[0]], g.unique(f"{node.name}_exp"))]
@@ -171,21 +171,18 @@ def _match_shrunk_residual(g: EditGraph, add: onnx.NodeProto):
         if (relu_n is None or relu_n.op_type != "Relu" or sub_p is None or sub_n is None
                 or sub_p.op_type != "Sub" or sub_n.op_type != "Sub"):
             continue
-        d_p, d_n = g.const(sub_p.input[1]), g.const(sub_n.input[1])
+        d = g.scalar(sub_p.input[1])
         negated = g.producer.get(sub_n.input[0])
         u = sub_p.input[0]
-        if (d_p is None or d_n is None or d_p.size != 1 or d_n.size != 1
-                or float(d_p.reshape(())) != float(d_n.reshape(())) or float(d_p.reshape(())) < 0
-                or negated is None or negated.op_type != "Mul" or u not in negated.input):
-            continue
-        minus_one = g.const(_other(negated, u))
-        if minus_one is None or minus_one.size != 1 or float(minus_one.reshape(())) != -1.0:
+        if (d is None or d < 0 or g.scalar(sub_n.input[1]) != d or negated is None
+                or negated.op_type != "Mul" or u not in negated.input
+                or g.scalar(_other(negated, u)) != -1.0):
             continue
         chain = ((kept, add), (scaled, kept), (magnitude, scaled), (relu_n, magnitude),
                  (sub_n, relu_n), (negated, sub_n))
         if not all(only_feeds(g, n.output[0], user) for n, user in chain):
             continue
-        return base, u, float(d_p.reshape(())), positive, [n for n, _ in chain] + [add]
+        return base, u, d, positive, [n for n, _ in chain] + [add]
     return None
 
 
@@ -208,25 +205,22 @@ def scale_into_clip(model: onnx.ModelProto) -> list[str]:
             continue
         clip = next((g.producer[i] for i in mul.input if g.producer.get(i) is not None
                      and g.producer[i].op_type == "Clip"), None)
-        c = g.const(_other(mul, clip.output[0])) if clip is not None else None
-        ramp = g.producer.get(clip.input[0]) if c is not None else None
-        if (c is None or c.size != 1 or float(c.reshape(())) <= 0 or ramp is None
-                or ramp.op_type != "Mul" or len(clip.input) != 3
-                or not only_feeds(g, clip.output[0], mul)
+        scale = g.scalar(_other(mul, clip.output[0])) if clip is not None else None
+        ramp = g.producer.get(clip.input[0]) if scale is not None else None
+        if (scale is None or scale <= 0 or ramp is None or ramp.op_type != "Mul"
+                or len(clip.input) != 3 or not only_feeds(g, clip.output[0], mul)
                 or not only_feeds(g, ramp.output[0], clip)):
             continue
         k_name = next((i for i in ramp.input if g.const(i) is not None), None)
-        bounds = [g.const(b) for b in clip.input[1:]]
-        k = g.const(k_name) if k_name is not None else None
-        if k is None or k.size != 1 or any(b is None or b.size != 1 for b in bounds):
+        k = g.scalar(k_name) if k_name is not None else None
+        bounds = [g.scalar(b) for b in clip.input[1:]]
+        if k is None or None in bounds:
             continue
-        scale = float(c.reshape(()))
         ramp.input[list(ramp.input).index(k_name)] = g.add_init(
-            f"{ramp.name}_scaled", np.array(float(k.reshape(())) * scale, np.float32))
-        clip.input[1] = g.add_init(f"{clip.name}_min_scaled",
-                                   np.array(float(bounds[0].reshape(())) * scale, np.float32))
-        clip.input[2] = g.add_init(f"{clip.name}_max_scaled",
-                                   np.array(float(bounds[1].reshape(())) * scale, np.float32))
+            f"{ramp.name}_scaled", np.array(k * scale, np.float32))
+        for slot, (bound, label) in enumerate(zip(bounds, ("min", "max"), strict=True), start=1):
+            clip.input[slot] = g.add_init(f"{clip.name}_{label}_scaled",
+                                          np.array(bound * scale, np.float32))
         clip.output[0] = mul.output[0]
         g.graph.node.remove(mul)
         g.refresh()
