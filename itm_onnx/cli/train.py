@@ -13,15 +13,9 @@ from ..errors import ItmOnnxError, UsageError
 from ..models import list_models
 from ..models.registry import get_entry
 from ..train.losses import LOSSES
-from ..train.trainer import (
-    DATA_SOURCES,
-    SCHEDULES,
-    SELECTIONS,
-    TrainConfig,
-    TrainResult,
-    command_line,
-    train,
-)
+from ..train.runtime import command_line
+from ..train.stream import DATA_SOURCES
+from ..train.trainer import SCHEDULES, SELECTIONS, TrainConfig, TrainResult, train
 from .common import emit, json_option, progress
 
 DEFAULTS = TrainConfig()

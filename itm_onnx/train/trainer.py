@@ -37,14 +37,9 @@ warm-up) suits short from-scratch runs at a higher rate such as 1e-3; ``constant
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
-import platform
-import shlex
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from ..checkpoint import save_checkpoint
 from ..errors import CheckpointError, ItmOnnxError, UsageError
@@ -61,8 +56,15 @@ from ..utils.atomic import atomic_output
 from ..utils.progress import bar
 from . import qat as qat_lib
 from .losses import LOSSES
+from .runtime import (
+    barrier,
+    command_line,
+    hardware_description,
+    init_distributed,
+    pick_device,
+)
+from .stream import StepBatches, build_datasets
 
-DATA_SOURCES = ("synthetic", "real", "hdr-folder", "paired", "enhance")
 SCHEDULES = ("cosine", "paper", "constant")
 SELECTIONS = ("best", "last")
 DEFAULT_LR = {"cosine": 1e-3, "paper": 5e-5, "constant": 1e-3}
@@ -162,200 +164,6 @@ class TrainResult:
         return dataclasses.asdict(self)
 
 
-# --- distributed helpers ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _barrier(env: Dist) -> None:
-    if env.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def pick_device(name: str, env: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", env.local_rank)
-    return torch.device(name)
-
-
-# --- data -------------------------------------------------------------------------------------
-
-def build_datasets(config: TrainConfig, world: int = 1) -> tuple[Dataset, Dataset, str]:
-    """(training stream, fixed validation set, one-line description of the data)."""
-    from ..data import datasets as data  # deferred: pulls in the HDR readers
-    from ..data.images import ImageError
-
-    c = config
-    encoding = c.resolved_encoding()
-    try:
-        if c.data == "synthetic":
-            total = c.steps * c.batch_size * world
-            train = data.SyntheticPairs(length=total, size=c.crop, seed=c.seed, split="train",
-                                        encoding=encoding)
-            val = data.SyntheticPairs(length=c.val_images, size=c.val_size, seed=c.seed,
-                                      split="val", encoding=encoding)
-            return StepStream(train, shuffle=False), val, (
-                f"synthetic scenes (train split, seed {c.seed}, {c.crop}x{c.crop}, a new scene "
-                f"per sample); val: {c.val_images} val-split scenes at {c.val_size}x{c.val_size}")
-        if c.data == "real":
-            return _real_datasets(c, encoding)
-        if c.data == "hdr-folder":
-            if c.hdr_dir is None:
-                raise UsageError("--data hdr-folder needs --hdr-dir PATH")
-
-            def make(size: int) -> Dataset:
-                return data.HdrFolder(c.hdr_dir, size=size, seed=c.seed, encoding=encoding)
-
-            described = f"HDR folder {c.hdr_dir}"
-        elif c.data == "paired":
-            if c.hdr_dir is None or c.ldr_dir is None:
-                raise UsageError("--data paired needs --ldr-dir PATH and --hdr-dir PATH")
-
-            def make(size: int) -> Dataset:
-                return data.PairedFolder(c.ldr_dir, c.hdr_dir, size=size, seed=c.seed,
-                                         encoding=encoding)
-
-            described = f"paired folders {c.ldr_dir} + {c.hdr_dir}"
-        elif c.data == "enhance":
-            if c.input_dir is None or c.target_dir is None:
-                raise UsageError("--data enhance needs --input-dir PATH and --target-dir PATH")
-
-            def make(size: int) -> Dataset:
-                return data.EnhanceFolder(c.input_dir, c.target_dir, size=size, seed=c.seed)
-
-            described = f"enhancement pairs {c.input_dir} -> {c.target_dir}"
-        else:
-            raise UsageError(f"unknown data source {c.data!r}; choose one of {DATA_SOURCES}")
-        # Two instances: training moves its copy from epoch to epoch, validation stays put.
-        train_base, val_base = make(c.crop), make(c.val_size)
-    except ImageError as exc:
-        raise UsageError(f"training data: {exc}") from None
-    return _split_folder(train_base, val_base, c, described)
-
-
-def _real_datasets(c: TrainConfig, encoding: str) -> tuple[Dataset, Dataset, str]:
-    """Camera shots of captured HDR (itm_onnx.data.real); validation on fixed views."""
-    from ..data.real import RealViews, RealViewSet, hdr_files
-
-    if c.hdr_dir is None:
-        raise UsageError("--data real needs --hdr-dir PATH (a folder of .hdr/.exr files)")
-    train = RealViews(c.hdr_dir, size=c.crop, seed=c.seed, encoding=encoding,
-                      synthetic_mix=c.synthetic_mix, view_scale=c.view_scale)
-    indices = None
-    if c.val_dir is not None:
-        val_files = hdr_files(c.val_dir)
-        held = f"{len(val_files)} files of {c.val_dir}"
-    else:
-        order = np.random.default_rng(c.seed).permutation(len(train.files))
-        n_val = max(1, len(train.files) // 10) if len(train.files) > 1 else 0
-        val_idx = sorted(order[:n_val].tolist()) or [0]
-        indices = sorted(order[n_val:].tolist()) or [0]
-        val_files = [train.files[i] for i in val_idx]
-        held = f"{len(val_files)} held-out files (seed {c.seed})"
-    # The views do not follow --seed: runs with other seeds are selected on the same views.
-    val = RealViewSet(val_files, size=c.val_size, views=c.val_views, seed=0,
-                      encoding=encoding)
-    described = (f"real HDR views of {c.hdr_dir} ({len(indices or train.files)} files, "
-                 f"{c.crop}x{c.crop} crops of views up to {c.view_scale:g} x larger, random "
-                 f"camera, synthetic mix {c.synthetic_mix:g}); "
-                 f"val: {c.val_views} fixed views of each of {held} at "
-                 f"{c.val_size}x{c.val_size}, evaluation camera")
-    return StepStream(train, indices, seed=c.seed), val, described
-
-
-def _split_folder(train_base: Dataset, val_base: Dataset, config: TrainConfig,
-                  described: str) -> tuple[Dataset, Dataset, str]:
-    """Hold out a fixed, seeded subset of a folder for validation (at least one image)."""
-    count = len(train_base)
-    described += f" ({count} images)"
-    if count == 1:
-        return (StepStream(train_base, seed=config.seed), val_base,
-                described + "; val: the same single image (too few to hold out)")
-    n_val = min(config.val_images, max(1, count // 10))
-    order = np.random.default_rng(config.seed).permutation(count)
-    val_idx, train_idx = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
-    return (StepStream(train_base, train_idx, seed=config.seed), Subset(val_base, val_idx),
-            described + f"; val: {n_val} held-out images (seed {config.seed})")
-
-
-class StepStream(Dataset):
-    """Training samples addressed by their position in an endless, seeded stream.
-
-    Position p is item ``perm_e[p mod n]`` of epoch ``e = p div n``, where ``perm_e`` is
-    a permutation drawn from (seed, e) (or the identity without ``shuffle``: synthetic
-    data, where every index is a new scene). The base dataset is told the epoch
-    (``set_epoch``) before each item, in whichever process fetches it, so its crops and
-    operators also depend on (seed, position) alone.
-    """
-
-    def __init__(self, base: Dataset, indices: list[int] | None = None, seed: int = 0,
-                 shuffle: bool = True) -> None:
-        self.base, self.indices, self.seed, self.shuffle = base, indices, seed, shuffle
-        self.count = len(indices) if indices is not None else len(base)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, position: int):
-        epoch, offset = divmod(position, self.count)
-        item = int(_permutation(self.count, self.seed, epoch)[offset]) if self.shuffle else offset
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
-        return self.base[self.indices[item] if self.indices is not None else item]
-
-
-@functools.lru_cache(maxsize=4)
-def _permutation(length: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(length)
-
-
-def batch_positions(step: int, batch: int, env: Dist) -> list[int]:
-    """This rank's stream positions for ``step``: its stride of the global batch."""
-    global_batch = batch * env.world
-    return list(range(step * global_batch + env.rank, (step + 1) * global_batch, env.world))
-
-
-class _StepBatches(torch.utils.data.Sampler[list[int]]):
-    """Batch sampler from ``start_step`` (resume) to ``steps``."""
-
-    def __init__(self, start_step: int, steps: int, batch: int, env: Dist) -> None:
-        self.start, self.steps, self.batch, self.env = start_step, steps, batch, env
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.steps):
-            yield batch_positions(step, self.batch, self.env)
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start)
-
-
 # --- schedule, state --------------------------------------------------------------------------
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -405,37 +213,6 @@ def _describe_identity(identity: dict[str, Any], other: dict[str, Any]) -> str:
 def _save_resume_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
-
-
-def hardware_description(device: torch.device) -> dict[str, Any]:
-    info = {
-        "device": str(device),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _cpu_name() -> str:
-    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def command_line() -> str:
-    """The command as typed: ``itm-onnx ...`` when run from the CLI."""
-    program = Path(sys.argv[0]).name
-    return shlex.join([program if program == "itm-onnx" else sys.argv[0], *sys.argv[1:]])
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -543,7 +320,7 @@ class Trainer:
     def _prepare_out_dir(self) -> None:
         if self.env.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        _barrier(self.env)
+        barrier(self.env)
         if not self.config.resume and self.resume_path.exists():
             raise UsageError(f"{self.out_dir} holds a run ({RESUME_FILE}): pass --resume to "
                              "continue it, or choose another --out-dir")
@@ -700,7 +477,7 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         c = self.config
-        sampler = _StepBatches(self.step, c.steps, c.batch_size, self.env)
+        sampler = StepBatches(self.step, c.steps, c.batch_size, self.env)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=c.workers,
                           persistent_workers=False)
 
@@ -799,7 +576,7 @@ class Trainer:
 
     def _validate_and_save(self, train_loss: float, rate: float) -> dict[str, float] | None:
         if not self.env.main:
-            _barrier(self.env)
+            barrier(self.env)
             return None
         val = self.validate()
         record = {"step": self.step, "train_loss": train_loss, "val_loss": val["loss"],
@@ -816,7 +593,7 @@ class Trainer:
                  f"val loss {val['loss']:.4f}  {_val_line(val)}"
                  f"{' *' if improved else ''}  {rate:.2f} it/s  "
                  f"ETA {_duration(eta)}")
-        _barrier(self.env)
+        barrier(self.env)
         return val
 
     def _finish(self, val: dict[str, float] | None) -> TrainResult:
@@ -830,7 +607,7 @@ class Trainer:
         info = self.info(val)
         if self.env.main and self.config.output:
             self._write_final(chosen, final)
-        _barrier(self.env)
+        barrier(self.env)
         if self.env.world > 1:
             import torch.distributed as dist
 
