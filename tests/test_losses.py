@@ -117,10 +117,12 @@ def test_outlier_weight_is_detached_and_gradients_flow_to_the_prediction():
 
 
 def test_loss_registry():
-    assert set(LOSSES) == {"itm", "qatie", "pu21", "pu21-psnr", "pu21-mse"}
+    assert set(LOSSES) == {"itm", "qatie", "pu21", "pu21-psnr", "pu21-mse", "pu21-psnr-mse"}
     assert isinstance(LOSSES["itm"](), ITMLoss)
     assert isinstance(LOSSES["qatie"](), QATIELoss)
     assert LOSSES["pu21-mse"]().pooled and not LOSSES["pu21-psnr"]().pooled
+    assert LOSSES["pu21-psnr-mse"]().pooled_weight == 0.5
+    assert LOSSES["pu21-psnr"]().pooled_weight == 0
     with pytest.raises(UsageError, match="--loss itm"):
         LOSSES["qatie"](log_mse_weight=0.1)
 

@@ -235,6 +235,32 @@ def test_pu21_psnr_loss_scores_as_the_benchmark_does():
     assert float(prediction.grad.abs().sum()) > 0
 
 
+
+def test_pu21_psnr_mse_adds_the_pooled_term_and_shifts_gradient_to_the_far_off_image():
+    from itm_onnx.train.losses import PU21PSNRLoss
+
+    rng = np.random.default_rng(1)
+    enc = get_encoding("mulaw-clip")
+    ldr = torch.from_numpy(rng.uniform(0.2, 0.8, (2, 3, 32, 32)).astype(np.float32))
+    ldr[:, :, 8:16, 8:16] = 1.0  # a clipped blob in each image
+    target = torch.from_numpy(enc.encode(np.float32(ldr.numpy() ** 2.2)))
+    target[:, :, 8:16, 8:16] = float(enc.encode(np.float32(20.0)))  # a lamp behind it
+    prediction = target.clone()
+    prediction[0, :, 8:16, 8:16] = float(enc.encode(np.float32(1.0)))  # far off: clipped
+    prediction[1, :, 8:16, 8:16] = float(enc.encode(np.float32(18.0)))  # nearly right
+    grads = {}
+    for weight in (0.0, 0.5):
+        x = prediction.clone().requires_grad_()
+        total, _ = PU21PSNRLoss(pooled_weight=weight)(x, target, ldr)
+        psnr_only, _ = PU21PSNRLoss()(x.detach(), target, ldr)
+        pooled, _ = PU21PSNRLoss(pooled=True)(x.detach(), target, ldr)
+        expected = float(psnr_only) + weight * float(pooled)
+        assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
+        total.backward()
+        grads[weight] = [float(x.grad[i].abs().sum()) for i in range(2)]
+    far_share = [g[0] / (g[0] + g[1]) for g in (grads[0.0], grads[0.5])]
+    assert far_share[1] > far_share[0]  # the far-off image gets more of the gradient
+
 # --- metrics ------------------------------------------------------------------------------
 
 

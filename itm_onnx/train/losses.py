@@ -14,9 +14,11 @@ Gap", GenAI4E/QATIE, image enhancement on DPED): 2 x PSNR loss on BT.601 luma
 + 100 x (1 - SSIM) + 1 x outlier-aware L1; see :class:`QATIELoss`.
 
 Real light (``mulaw-clip`` targets): ``pu21`` (MQNet's loss + PU21 MSE), ``pu21-psnr`` (minus
-the mean per-image PU21-PSNR, as the real-light benchmark scores) and ``pu21-mse`` (the
-batch's pooled PU21 MSE, which lets the images with most error, lamps and suns, dominate);
-the last two align each prediction's exposure as the benchmark does (:class:`PU21PSNRLoss`).
+the mean per-image PU21-PSNR, as the real-light benchmark scores), ``pu21-mse`` (the
+batch's pooled PU21 MSE, which lets the images with most error, lamps and suns, dominate),
+and ``pu21-psnr-mse`` (``pu21-psnr`` plus half of ``pu21-mse``: the far-off images get a
+share of the gradient that a log-MSE gives the nearly right ones); the last three align
+each prediction's exposure as the benchmark does (:class:`PU21PSNRLoss`).
 """
 
 from __future__ import annotations
@@ -342,14 +344,15 @@ class PU21PSNRLoss(nn.Module):
 
     takes_input = True
 
-    def __init__(self, ceiling_db: float = 70.0, pooled: bool = False) -> None:
+    def __init__(self, ceiling_db: float = 70.0, pooled: bool = False,
+                 pooled_weight: float = 0.0) -> None:
         super().__init__()
         from ..data.encoding import get_encoding
         from ..metrics import CLIP_NITS, PU21_PEAK
 
         self.decode = get_encoding("mulaw-clip").decode
         self.nits, self.peak, self.ceiling_db = CLIP_NITS, PU21_PEAK, ceiling_db
-        self.pooled = pooled
+        self.pooled, self.pooled_weight = pooled, pooled_weight
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor,
                 ldr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -360,22 +363,27 @@ class PU21PSNRLoss(nn.Module):
         psnr = -10.0 * torch.log10(mse + 10.0 ** (-self.ceiling_db / 10.0))
         mean_psnr = psnr.mean()
         parts = {"pu21_psnr": float(mean_psnr.detach())}
-        if self.pooled:  # the batch's MSE x 1000: the images with most error dominate
-            return mse.mean() * 1000.0, parts
-        return -mean_psnr / 10.0, parts
+        pooled = mse.mean() * 1000.0  # the batch's MSE: the images with most error dominate
+        if self.pooled:
+            return pooled, parts
+        # A log-MSE's gradient is 1/MSE: an image that is nearly right outweighs a lamp
+        # that is far off many times over. The pooled term gives the far-off ones a share.
+        return -mean_psnr / 10.0 + self.pooled_weight * pooled, parts
 
     def describe(self) -> str:
         if self.pooled:
             return "1000 x MSE(PU21)/PU21_peak^2 over the batch (aligned on well-exposed pixels)"
+        extra = (f" + {self.pooled_weight:g} x 1000 x pooled MSE(PU21)/PU21_peak^2"
+                 if self.pooled_weight else "")
         return (f"-mean PU21-PSNR/10 (aligned on well-exposed pixels, capped at "
-                f"{self.ceiling_db:g} dB)")
+                f"{self.ceiling_db:g} dB){extra}")
 
 
 def build_pu21_psnr_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0,
-                         pooled: bool = False) -> PU21PSNRLoss:
+                         pooled: bool = False, pooled_weight: float = 0.0) -> PU21PSNRLoss:
     if vgg_weights or log_mse_weight:
         raise UsageError("--vgg-weights and --log-mse-weight are terms of --loss itm")
-    return PU21PSNRLoss(pooled=pooled)
+    return PU21PSNRLoss(pooled=pooled, pooled_weight=pooled_weight)
 
 
 def build_pu21_loss(vgg_weights: Path | None = None, log_mse_weight: float = 0.0) -> PU21Loss:
@@ -406,4 +414,6 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {"itm": build_itm_loss, "qatie": b
                                                "pu21": build_pu21_loss,
                                                "pu21-psnr": build_pu21_psnr_loss,
                                                "pu21-mse": partial(build_pu21_psnr_loss,
-                                                                   pooled=True)}
+                                                                   pooled=True),
+                                               "pu21-psnr-mse": partial(build_pu21_psnr_loss,
+                                                                        pooled_weight=0.5)}
