@@ -52,6 +52,24 @@ def test_checkpoints_record_provenance(finished_run):
     assert result.best_step > 0
 
 
+
+def test_a_fine_tune_that_never_beats_its_start_hands_back_the_start(finished_run, tmp_path,
+                                                                     monkeypatch):
+    start = finished_run[0] / "best.safetensors"
+    scores = iter([30.0, 20.0, 10.0])  # the start, then two worse validations
+    original_validate = trainer_mod.Trainer.validate
+
+    def worsening(self):
+        return {**original_validate(self), "psnr_mulaw": next(scores)}
+
+    monkeypatch.setattr(trainer_mod.Trainer, "validate", worsening)
+    shipped = tmp_path / "model.safetensors"
+    result = train(tiny_config(tmp_path / "run", init=start, output=shipped))
+    assert result.best_step == 0 and result.best_val_psnr_mulaw == 30.0
+    a, b = load_file(str(start)), load_file(str(shipped))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(shipped).info["selected"].endswith("(step 0)")
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = train(tiny_config(tmp_path / "straight"))
 

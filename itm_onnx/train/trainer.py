@@ -8,7 +8,8 @@
   steps, so that a killed run loses at most that many steps. It is written with
   ``torch.save`` but holds only tensors and plain containers, and is read back with
   ``torch.load(weights_only=True)`` (no pickled code runs on resume);
-- ``last.safetensors`` and ``best.safetensors`` (by validation mu-law PSNR): itm-onnx
+- ``last.safetensors`` and ``best.safetensors`` (by validation PU21-PSNR with ``--data
+  real``, else mu-law PSNR; a run from trained weights counts them too): itm-onnx
   checkpoints whose ``info`` records the exact command, seed, data, steps, wall time,
   hardware and figures;
 - the final model (the best one) at ``output`` when given.
@@ -567,12 +568,20 @@ class Trainer:
         return val
 
     def _validate_start(self) -> None:
-        """Figures of the untrained model: the line every later one is compared with."""
+        """Figures of the untrained model: the line every later one is compared with.
+
+        A run from trained weights (``--init``, ``--init-weights``) counts them as its first
+        candidate for best: a fine-tune that never beats its start then hands back the start,
+        not the least bad of its own checkpoints (which ``-o models/...`` would ship).
+        """
         val = self.validate()
         self.history.append({"step": 0, "train_loss": None, "val_loss": val["loss"],
                              "lr": 0.0, **_val_record(val)})
         self.log(f"step 0/{self.config.steps}  val loss {val['loss']:.4f}  "
                  f"{_val_line(val)} (before training)")
+        if self.config.init is not None or self.config.init_weights is not None:
+            self.best, self.best_step = val[self.select_key], 0
+            self._save_model(self.out_dir / "best.safetensors", val)
 
     def _validate_and_save(self, train_loss: float, rate: float) -> dict[str, float] | None:
         if not self.env.main:
@@ -603,6 +612,8 @@ class Trainer:
                 if not path.is_file():  # e.g. resumed after the last step
                     self._save_model(path, val)
         chosen = best if self.config.select == "best" else last
+        if self.env.main and self.config.select == "best" and self.best_step == 0:
+            self.log("no validation beat the starting weights: best.safetensors holds them")
         final = Path(self.config.output) if self.config.output else chosen
         info = self.info(val)
         if self.env.main and self.config.output:
