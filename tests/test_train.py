@@ -234,3 +234,7 @@ def test_cli_refuses_mixing_display_and_hdr_targets(tmp_path):
     result = run_cli("--loss", "qatie", "--log-mse-weight", "0.1",
                      "--out-dir", str(tmp_path / "d"))
     assert result.exit_code == 2 and "--loss itm" in result.output
+    for loss in ("pu21", "pu21-psnr", "pu21-psnr-mse"):  # they decode clip-relative radiance
+        result = run_cli("--loss", loss, "--out-dir", str(tmp_path / loss))
+        assert result.exit_code == 2 and "mulaw-clip" in result.output, loss
+        assert not (tmp_path / loss / "resume.pt").exists()

@@ -290,6 +290,11 @@ class Trainer:
             raise UsageError(
                 f"--encoding display is for display-image targets (--data enhance); "
                 f"--data {c.data} has HDR targets: use minmax or mulaw")
+        if c.loss.startswith("pu21") and encoding != "mulaw-clip":
+            # The PU21 losses decode outputs as radiance relative to the clip level.
+            raise UsageError(
+                f"--loss {c.loss} scores radiance relative to the clip level (encoding "
+                f"mulaw-clip, the default with --data real), not {encoding!r}")
 
     def _build_model(self) -> nn.Module:
         c = self.config
