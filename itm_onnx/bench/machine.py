@@ -2,55 +2,28 @@
 
 A latency ratio between an int8 and a float model says little without the CPU: ONNX
 Runtime's int8 kernels gain much on x86 with VNNI (AVX-VNNI, AVX512-VNNI) or AMX and
-on ARM with the dot-product (and i8mm) extensions, and little on AVX2 alone. The facts
-come from ``/proc/cpuinfo`` (Linux), read as the kernel reports them, with
-``platform`` as the fallback elsewhere.
+on ARM with the dot-product (and i8mm) extensions, and little on AVX2 alone. The
+processor facts come from :mod:`itm_onnx.utils.cpu` (``/proc/cpuinfo`` as the kernel
+reports it, ``platform`` elsewhere).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 from typing import Any
 
-# cpuinfo flag -> name in reports, most capable last. x86 "flags", ARM "Features".
-X86_INT8 = {"avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512_vnni": "AVX512-VNNI",
-            "amx_int8": "AMX-INT8"}
-ARM_INT8 = {"asimddp": "dotprod", "i8mm": "i8mm", "sve": "SVE", "sve2": "SVE2"}
+from ..utils.cpu import cpu_facts, cpuinfo_facts
 
-
-def cpuinfo_facts(text: str) -> dict[str, Any]:
-    """Processor model and int8 dot-product instructions from /proc/cpuinfo's text."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:  # the first processor stands for all
-            fields[key.strip()] = value.strip()
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    table = X86_INT8 if "flags" in fields else ARM_INT8
-    model = fields.get("model name") or fields.get("Hardware") or fields.get("Processor")
-    if model is None and "CPU part" in fields:
-        model = (f"ARM implementer {fields.get('CPU implementer', '?')} part "
-                 f"{fields['CPU part']}")
-    found = [name for flag, name in table.items() if flag in flags]
-    return {
-        "model": model,
-        "int8_dot_product": found,
-        "vnni_or_amx": any(n in found for n in ("AVX-VNNI", "AVX512-VNNI", "AMX-INT8")),
-        "arm_dotprod": "dotprod" in found,
-    }
+# cpuinfo_facts lived here before utils.cpu; its name stays importable from here.
+__all__ = ["cpu_facts", "cpuinfo_facts", "describe", "load_average", "machine_facts"]
 
 
 def machine_facts() -> dict[str, Any]:
     """The processor, its int8 instructions, cores, ONNX Runtime version, load average."""
     import onnxruntime as ort
 
-    try:
-        facts = cpuinfo_facts(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        facts = {"model": platform.processor() or None, "int8_dot_product": [],
-                 "vnni_or_amx": None, "arm_dotprod": None}
+    facts = cpu_facts()
     facts.update(machine=platform.machine(), logical_cpus=os.cpu_count(),
                  onnxruntime=ort.__version__, load_average=load_average())
     return facts

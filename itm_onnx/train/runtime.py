@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..utils.cpu import cpu_facts
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def pick_device(name: str, env: Dist) -> torch.device:
 def hardware_description(device: torch.device) -> dict[str, Any]:
     info = {
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": cpu_facts()["model"] or platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -72,17 +73,6 @@ def hardware_description(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _cpu_name() -> str:
-    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def command_line() -> str:
