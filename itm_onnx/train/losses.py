@@ -288,13 +288,15 @@ class PU21Loss(nn.Module):
     needless boost of a barely clipped sky costs more than it could gain.
     """
 
+    target_encoding = "mulaw-clip"  # what the trainer must feed it (it decodes radiance)
+
     def __init__(self, weight: float = 100.0) -> None:
         super().__init__()
         from ..data.encoding import get_encoding
         from ..metrics import CLIP_NITS, PU21_PEAK
 
         self.base = ITMLoss()
-        self.weight, self.decode = weight, get_encoding("mulaw-clip").decode
+        self.weight, self.decode = weight, get_encoding(self.target_encoding).decode
         self.nits, self.peak = CLIP_NITS, PU21_PEAK
 
     def forward(self, prediction: torch.Tensor,
@@ -343,6 +345,7 @@ class PU21PSNRLoss(nn.Module):
     """
 
     takes_input = True
+    target_encoding = "mulaw-clip"
 
     def __init__(self, ceiling_db: float = 70.0, pooled: bool = False,
                  pooled_weight: float = 0.0) -> None:
@@ -350,7 +353,7 @@ class PU21PSNRLoss(nn.Module):
         from ..data.encoding import get_encoding
         from ..metrics import CLIP_NITS, PU21_PEAK
 
-        self.decode = get_encoding("mulaw-clip").decode
+        self.decode = get_encoding(self.target_encoding).decode
         self.nits, self.peak, self.ceiling_db = CLIP_NITS, PU21_PEAK, ceiling_db
         self.pooled, self.pooled_weight = pooled, pooled_weight
 

@@ -236,6 +236,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = LOSSES[config.loss](
             vgg_weights=config.vgg_weights, log_mse_weight=config.log_mse_weight).to(self.device)
+        self._check_loss_encoding()
         self.train_set, self.val_set, self.data_description = build_datasets(
             config, self.env.world)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.resolved_lr())
@@ -290,11 +291,18 @@ class Trainer:
             raise UsageError(
                 f"--encoding display is for display-image targets (--data enhance); "
                 f"--data {c.data} has HDR targets: use minmax or mulaw")
-        if c.loss.startswith("pu21") and encoding != "mulaw-clip":
-            # The PU21 losses decode outputs as radiance relative to the clip level.
-            raise UsageError(
-                f"--loss {c.loss} scores radiance relative to the clip level (encoding "
-                f"mulaw-clip, the default with --data real), not {encoding!r}")
+
+    def _check_loss_encoding(self) -> None:
+        """A loss that decodes its targets (the PU21 ones: radiance relative to the clip
+        level) names the encoding it needs; any other target would train on numbers that
+        mean nothing."""
+        needed = getattr(self.loss_fn, "target_encoding", None)
+        encoding = self.config.resolved_encoding()
+        if needed is not None and needed != encoding:
+            hint = (" (radiance relative to the clip level, the default with --data real)"
+                    if needed == "mulaw-clip" else "")
+            raise UsageError(f"--loss {self.config.loss} needs {needed} targets{hint}, "
+                             f"not {encoding!r}")
 
     def _build_model(self) -> nn.Module:
         c = self.config
