@@ -88,6 +88,10 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     for node in model.graph.node:
         if node.op_type in onnx_meta.QDQ_OPS:
             continue
+        if node.op_type == "Pad":  # rewrite_qdq: the stem's quantized photo, 3 -> 4 channels
+            assert producers[node.input[0]].op_type == "QuantizeLinear"
+            assert [c.op_type for c in consumers[node.output[0]]] == ["DequantizeLinear"]
+            continue
         part = onnx_meta.node_part(node)
         bias_index = 2 if node.op_type == "Conv" else None
         for k, name in enumerate(node.input):
@@ -111,6 +115,7 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     # half-resolution conv and its conv on the photo; and the layer before it
     # (rewrite.float_skip_fuse): its quarter-resolution conv on the upsampled branch and
     # the identity conv that brings its int8 skip branch into NCHWc (sum_into_nchwc_conv)
+    assert len(report.rewrites["pad_conv_input_channels"]) == 1  # the stem
     tail = set(report.rewrites["float_photo_tail"])
     skip = set(report.rewrites["float_skip_fuse"]) | set(report.rewrites["sum_into_nchwc_conv"])
     tail_convs = [c for c in head_convs if c.name in tail]

@@ -8,9 +8,8 @@ import click
 
 from ..quantize import (
     DEFAULT_DYNAMIC_SIZE,
-    HEAD_REWRITES,
+    KNOWN_REWRITES,
     METHODS,
-    REWRITES,
     CalibrationSettings,
     QuantizeConfig,
     QuantizeReport,
@@ -38,7 +37,7 @@ def _rewrites(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if names in ((), ("none",)):
         return ()
-    known = {*REWRITES, *HEAD_REWRITES}
+    known = set(KNOWN_REWRITES)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise click.BadParameter(f"unknown rewrite(s) {', '.join(unknown)}; available: "
@@ -138,7 +137,7 @@ def _skipped(images: dict) -> str:
                    "starts (they and everything after them stay float).")
 @click.option("--rewrites", "rewrites", default=",".join(DEFAULTS.rewrites), show_default=True,
               help="Exact float graph rewrites to apply, comma-separated, or 'none'; "
-                   f"available: {', '.join([*REWRITES, *HEAD_REWRITES])}.")
+                   f"available: {', '.join(KNOWN_REWRITES)}.")
 @click.option("--reduce-range/--full-range", default=OPTIONS.reduce_range, show_default=True,
               help="7-bit weights for int8 convs (needed on x86 CPUs without VNNI).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,

@@ -20,12 +20,13 @@ from .api import (
     report_path,
 )
 from .calibration import DEFAULT_DYNAMIC_SIZE, METHODS, CalibrationSettings
-from .rewrite import HEAD_REWRITES, REWRITES
+from .rewrite import HEAD_REWRITES, KNOWN_REWRITES, REWRITES
 from .schemes import SCHEMES, QuantOptions
 
 __all__ = [
     "DEFAULT_DYNAMIC_SIZE",
     "HEAD_REWRITES",
+    "KNOWN_REWRITES",
     "METHODS",
     "REWRITES",
     "SCHEMES",

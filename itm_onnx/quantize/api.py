@@ -53,7 +53,7 @@ from .calibration import (
     native_arrays,
 )
 from .ranges import with_symbolic_size
-from .rewrite import HEAD_REWRITES, REWRITES, apply_rewrites
+from .rewrite import HEAD_REWRITES, KNOWN_REWRITES, QDQ_REWRITES, REWRITES, apply_rewrites
 from .schemes import SCHEMES, QuantOptions, Scheme
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,10 @@ class QuantizeConfig:
     calibration: Path | None = None  # None: the shipped calibration/ folder
     calibration_settings: CalibrationSettings = field(default_factory=CalibrationSettings)
     options: QuantOptions = field(default_factory=QuantOptions)
-    # Exact float rewrites (rewrite.py); () for none. Those of HEAD_REWRITES run after
-    # calibration and only for schemes whose head stays float.
-    rewrites: tuple[str, ...] = (*REWRITES, *HEAD_REWRITES)
+    # Exact rewrites (rewrite.py); () for none. Those of HEAD_REWRITES run after
+    # calibration and only for schemes whose head stays float; those of QDQ_REWRITES
+    # (rewrite_qdq.py) on the quantized graph.
+    rewrites: tuple[str, ...] = KNOWN_REWRITES
     head_nodes: tuple[str, ...] = ()  # for models without export tags: where the head starts
     dynamic_size: tuple[int, int] = DEFAULT_DYNAMIC_SIZE  # calibration shape of dynamic models
     cache_dir: Path | None = None  # None: default_cache_dir() / "calibration"
@@ -189,6 +190,8 @@ def quantize_model(config: QuantizeConfig,
             timings["study"] = _since(started)
             started = time.perf_counter()
         onnx_meta.restore_tags(model, onnx_meta.tags_by_name(onnx.load(str(to_quantize))))
+        qdq_names = tuple(r for r in config.rewrites if r in QDQ_REWRITES)
+        log_rewrites.update(apply_rewrites(model, qdq_names).applied)
         _write_metadata(model, source, config, calib.key, log_rewrites, scheme.session_options)
         if study is not None and study.metadata:
             onnx_meta.write_model_metadata(model, study.metadata)
@@ -307,10 +310,9 @@ def _prepare(source: onnx.ModelProto, config: QuantizeConfig,
              work: Path) -> tuple[Path, dict[str, list[str]]]:
     """Rewritten, pre-processed float model on disk (the model that is calibrated)."""
     model = copy.deepcopy(source)
-    unknown = [r for r in config.rewrites if r not in REWRITES and r not in HEAD_REWRITES]
+    unknown = [r for r in config.rewrites if r not in KNOWN_REWRITES]
     if unknown:
-        raise UsageError(f"unknown rewrite(s) {unknown}; known: "
-                         f"{', '.join([*REWRITES, *HEAD_REWRITES])}")
+        raise UsageError(f"unknown rewrite(s) {unknown}; known: {', '.join(KNOWN_REWRITES)}")
     applied = apply_rewrites(model, tuple(r for r in config.rewrites if r in REWRITES)).applied
     rewritten, prepared = work / "rewritten.onnx", work / "prepared.onnx"
     onnx.save(model, str(rewritten))

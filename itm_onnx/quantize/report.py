@@ -122,6 +122,9 @@ def _input_precision(name: str, inits: dict[str, onnx.TensorProto],
         return "float32"  # a graph input
     if node.op_type == "DequantizeLinear":
         return _quant_dtype(node, inits, producers)
+    if node.op_type == "QuantizeLinear":  # integer data moved before its DequantizeLinear
+        zp = node.input[2] if len(node.input) > 2 else ""
+        return _BITS.get(inits[zp].data_type, "int?") if zp in inits else "uint8"
     if node.op_type == "Constant":
         return None
     return "float32"
@@ -233,6 +236,9 @@ def _output_precision(node, consumers, graph_outputs, inits) -> str:
         if out in graph_outputs or not users:
             return "float32"
         for user in users:
+            if user.op_type == "DequantizeLinear":  # integer data (a Pad between Q and DQ)
+                types.add(_quant_dtype(user, inits, {}))
+                continue
             if user.op_type != "QuantizeLinear":
                 return "float32"
             zp = user.input[2] if len(user.input) > 2 else ""
@@ -373,6 +379,7 @@ def tensor_errors(float_path: Path, qdq_path: Path, reader: CalibrationDataReade
                                                             QUANT_INPUT_SUFFIX)]
         float_acts = _collect(float_model, group, reader)
         qdq_acts = _collect(qdq_model, [t for t in related if t in qdq_tensors], reader)
+        _crop_padded_channels(qdq_acts, group)
         errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
         for name in group:
             found = errors.get(name, {})
@@ -452,6 +459,19 @@ def _collect(model: onnx.ModelProto, tensors: list[str],
         for name, value in zip(tensors, session.run(tensors, feed), strict=True):
             collected[name].append(value)
     return collected
+
+
+def _crop_padded_channels(qdq_acts: dict[str, list[np.ndarray]], tensors: list[str]) -> None:
+    """Compare a tensor whose quantized copy was padded with extra channels
+    (``rewrite_qdq.pad_conv_input_channels``) on its own channels: the leading ones."""
+    for name in tensors:
+        before = qdq_acts.get(name) or qdq_acts.get(name + QUANT_INPUT_SUFFIX)
+        after = qdq_acts.get(name + DEQUANT_OUTPUT_SUFFIX)
+        if not before or not after or before[0].ndim != 4 or after[0].ndim != 4:
+            continue
+        channels = before[0].shape[1]
+        if after[0].shape[1] > channels:
+            qdq_acts[name + DEQUANT_OUTPUT_SUFFIX] = [a[:, :channels] for a in after]
 
 
 def _finite(value: float | None) -> float | None:

@@ -51,6 +51,7 @@ from .graph_edit import (
     with_shapes,
 )
 from .rewrite_head import HEAD_REWRITES
+from .rewrite_qdq import QDQ_REWRITES
 
 
 @dataclass
@@ -413,9 +414,15 @@ REWRITES = {
 }
 
 
+# Every rewrite by name, in the order quantize runs them: REWRITES on the float export,
+# HEAD_REWRITES on the calibrated float model (float-head schemes), QDQ_REWRITES on the
+# quantized graph.
+KNOWN_REWRITES = (*REWRITES, *HEAD_REWRITES, *QDQ_REWRITES)
+
+
 def apply_rewrites(model: onnx.ModelProto, names: tuple[str, ...]) -> RewriteLog:
-    """Run the named rewrites (of REWRITES or HEAD_REWRITES) in order on ``model``."""
+    """Run the named rewrites (of REWRITES, HEAD_REWRITES or QDQ_REWRITES) in order."""
     log = RewriteLog()
     for name in names:
-        log.add(name, {**REWRITES, **HEAD_REWRITES}[name](model))
+        log.add(name, {**REWRITES, **HEAD_REWRITES, **QDQ_REWRITES}[name](model))
     return log

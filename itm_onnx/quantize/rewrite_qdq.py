@@ -1,0 +1,104 @@
+"""Edits of the quantized (QDQ) graph that let ONNX Runtime take its faster int8 kernels.
+
+Exact: the int8 convolutions compute the same integers, so the artifact's outputs are
+bit-identical (tested).
+
+- :func:`pad_conv_input_channels`: an int8 conv whose input has a channel count that is
+  not a multiple of 4 (MQNet's stem reads the 3-channel photo) gets its quantized input
+  padded with channels at the zero point and its weights with zero channels. ONNX
+  Runtime's symmetric int8 convolution (``MlasConvSym``: per-channel int8 weights with
+  zero point 0, output requantized in the kernel) needs input channels in fours; without
+  it the conv falls back to im2col and a separate requantization pass. Measured on the
+  stem at 1088x1920 (2 threads, AMD EPYC Zen 4, AVX-512 VNNI): 11.5 ms -> 6.3 ms, plus
+  1.8 ms for the Pad and 0.3 ms more for the wider transpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .graph_edit import EditGraph, attr, tag_like, with_shapes
+
+CHANNEL_MULTIPLE = 4
+
+
+def pad_conv_input_channels(model: onnx.ModelProto) -> list[str]:
+    """Pad the quantized input and int8 weights of narrow int8 convs (see module doc).
+
+    A conv qualifies when it is ``Conv(DequantizeLinear(x_q), DequantizeLinear(W_q))``
+    with group 1, an int8 weight constant with all zero points 0 (the symmetric kernel's
+    condition), 8-bit activations with a per-tensor zero point, and a channel count
+    known from shapes that is not a multiple of 4. Returns the convs padded.
+    """
+    shaped = with_shapes(model)
+    shapes = {v.name: v for v in (*shaped.graph.value_info, *shaped.graph.input)}
+    g = EditGraph(model)
+    padded = []
+    for conv in list(g.graph.node):
+        match = _match_narrow_conv(g, conv, shapes)
+        if match is None:
+            continue
+        _pad(g, conv, *match)
+        padded.append(conv.name)
+        g.refresh()
+    return padded
+
+
+def _channels(shapes: dict, tensor: str) -> int | None:
+    info = shapes.get(tensor)
+    if info is None:
+        return None
+    dims = info.type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
+
+
+def _match_narrow_conv(g: EditGraph, conv: onnx.NodeProto, shapes: dict):
+    if conv.op_type != "Conv" or attr(conv, "group", 1) != 1 or len(conv.input) < 2:
+        return None
+    x_dq, w_dq = g.producer.get(conv.input[0]), g.producer.get(conv.input[1])
+    if any(n is None or n.op_type != "DequantizeLinear" for n in (x_dq, w_dq)):
+        return None
+    weight = g.inits.get(w_dq.input[0])
+    x_zero_point = g.const(x_dq.input[2]) if len(x_dq.input) > 2 else None
+    w_zero_point = g.const(w_dq.input[2]) if len(w_dq.input) > 2 else None
+    if weight is None or weight.data_type != onnx.TensorProto.INT8 or x_zero_point is None:
+        return None
+    if x_zero_point.size != 1 or x_zero_point.dtype not in (np.uint8, np.int8):
+        return None  # the symmetric kernel takes 8-bit activations (and ORT pads no uint16)
+    if w_zero_point is not None and np.any(w_zero_point != 0):
+        return None
+    channels = _channels(shapes, x_dq.input[0])
+    if channels is None or channels % CHANNEL_MULTIPLE == 0:
+        return None
+    readers = [len(g.consumers.get(t, [])) for t in (x_dq.output[0], w_dq.output[0], weight.name)]
+    if readers != [1, 1, 1]:
+        return None  # shared: padding would change what the other readers see
+    return x_dq, w_dq, weight, x_zero_point.reshape(()), channels
+
+
+def _pad(g: EditGraph, conv: onnx.NodeProto, x_dq: onnx.NodeProto, w_dq: onnx.NodeProto,
+         weight: onnx.TensorProto,
+         zero_point: np.ndarray, channels: int) -> None:
+    extra = -channels % CHANNEL_MULTIPLE
+    pads = g.add_init(conv.name + "_channel_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
+    value = g.add_init(conv.name + "_channel_pad_value", zero_point)
+    padded = g.unique(x_dq.input[0] + "_channel_padded")
+    pad = tag_like(helper.make_node("Pad", [x_dq.input[0], pads, value], [padded],
+                                    name=g.unique(conv.name + "_channel_pad"), mode="constant"),
+                   conv)
+    g.insert_before(x_dq, [pad])
+    x_dq.input[0] = padded
+    w = numpy_helper.to_array(weight)
+    zeros = np.zeros((w.shape[0], extra, *w.shape[2:]), w.dtype)
+    weight.CopyFrom(numpy_helper.from_array(np.concatenate([w, zeros], axis=1), weight.name))
+    changed = {x_dq.output[0], w_dq.output[0]}
+    stale = [v for v in g.graph.value_info if v.name in changed]
+    for info in stale:  # their channel count changed; shape inference redoes them
+        g.graph.value_info.remove(info)
+
+
+QDQ_REWRITES = {
+    "pad_conv_input_channels": pad_conv_input_channels,
+}
