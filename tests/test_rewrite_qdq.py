@@ -1,5 +1,5 @@
-"""Edits of the quantized graph for ONNX Runtime's int8 kernels, and the mixed scheme's
-session settings: same numbers, faster kernels."""
+"""Edits of the quantized graph for ONNX Runtime's int8 kernels: same numbers, faster
+kernels."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantiz
 
 from itm_onnx.quantize.report import tensor_errors
 from itm_onnx.quantize.rewrite_qdq import pad_conv_input_channels
-from itm_onnx.quantize.schemes import SCHEMES
-from itm_onnx.runner import build_session_options
 
 SIZE = 16
 
@@ -93,29 +91,3 @@ def test_convs_the_kernel_already_takes_are_left_alone(tmp_path):
         model = onnx.load(str(qdq_path))
         assert pad_conv_input_channels(model) == []
         assert not any(n.op_type == "Pad" for n in model.graph.node)
-
-
-def test_mixed_session_keeps_a_conv_and_its_tanh_apart_with_the_same_output(tmp_path):
-    # The head's last conv: per-image weights (a graph input here), then tanh.
-    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], name="conv"),
-             helper.make_node("Tanh", ["conv"], ["y"], name="tanh")]
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 64, 64]),
-                     helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 6, 1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64, 64])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    rng = np.random.default_rng(0)
-    feed = {"x": rng.standard_normal((1, 6, 64, 64)).astype(np.float32),
-            "w": rng.standard_normal((3, 6, 1, 1)).astype(np.float32)}
-    outputs, kernels = [], []
-    for recommended in ({}, SCHEMES["mixed"].session_options):
-        options, kwargs, notices = build_session_options(recommended, threads=2)
-        assert not notices
-        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"], **kwargs)
-        outputs.append(session.run(None, feed)[0])
-        optimized = onnx.load(options.optimized_model_filepath)
-        kernels.append(sorted(n.op_type for n in optimized.graph.node))
-    assert kernels == [["FusedConv"], ["Conv", "Tanh"]]
-    np.testing.assert_array_equal(outputs[0], outputs[1])

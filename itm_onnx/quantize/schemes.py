@@ -373,13 +373,6 @@ _MIXED_SESSION = {
     # instead of 989 MB, latency 563-590 ms instead of 631-650 ms. (fp32 gains memory too,
     # 1880 -> 1179 MB, but loses 13 % latency, so its export keeps ORT's defaults.)
     "enable_mem_pattern": False,
-    # The head's last conv (per-image weights, NCHW) and its tanh stay two nodes. Fused,
-    # MLAS applies bias and tanh after the threaded GEMM in one single-threaded pass over
-    # the full-resolution output; ORT's own Tanh is threaded and uses the same
-    # MlasComputeTanh, so the outputs are bit-identical. At 1088x1920, 2 threads (AMD
-    # EPYC Zen 4, per-node profile): 6.9-7.9 ms fused, 4.2 + 1.2 ms apart. Only that node
-    # changes: ORT's NCHWc convs fuse their activations themselves.
-    "disabled_optimizers": ["ConvActivationFusion"],
 }
 
 SCHEMES: dict[str, Scheme] = {
