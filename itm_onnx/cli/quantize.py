@@ -136,7 +136,8 @@ def _skipped(images: dict) -> str:
               help="For a model without export tags: comma-separated nodes where the head "
                    "starts (they and everything after them stay float).")
 @click.option("--rewrites", "rewrites", default=",".join(DEFAULTS.rewrites), show_default=True,
-              help="Exact float graph rewrites to apply, comma-separated, or 'none'; "
+              help="Exact graph rewrites to apply (float, then on the quantized graph), "
+                   "comma-separated, or 'none'; "
                    f"available: {', '.join(KNOWN_REWRITES)}.")
 @click.option("--reduce-range/--full-range", default=OPTIONS.reduce_range, show_default=True,
               help="7-bit weights for int8 convs (needed on x86 CPUs without VNNI).")
