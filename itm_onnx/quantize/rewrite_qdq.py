@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph_edit import EditGraph, attr, tag_like, with_shapes
+from .graph_edit import EditGraph, attr, channels, tag_like, with_shapes
 
 CHANNEL_MULTIPLE = 4
 
@@ -32,12 +32,10 @@ def pad_conv_input_channels(model: onnx.ModelProto) -> list[str]:
     condition), 8-bit activations with a per-tensor zero point, and a channel count
     known from shapes that is not a multiple of 4. Returns the convs padded.
     """
-    shaped = with_shapes(model)
-    shapes = {v.name: v for v in (*shaped.graph.value_info, *shaped.graph.input)}
-    g = EditGraph(model)
+    g = EditGraph(with_shapes(model))
     padded = []
     for conv in list(g.graph.node):
-        match = _match_narrow_conv(g, conv, shapes)
+        match = _match_narrow_conv(g, conv)
         if match is None:
             continue
         _pad(g, conv, *match)
@@ -46,15 +44,7 @@ def pad_conv_input_channels(model: onnx.ModelProto) -> list[str]:
     return padded
 
 
-def _channels(shapes: dict, tensor: str) -> int | None:
-    info = shapes.get(tensor)
-    if info is None:
-        return None
-    dims = info.type.tensor_type.shape.dim
-    return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
-
-
-def _match_narrow_conv(g: EditGraph, conv: onnx.NodeProto, shapes: dict):
+def _match_narrow_conv(g: EditGraph, conv: onnx.NodeProto):
     if conv.op_type != "Conv" or attr(conv, "group", 1) != 1 or len(conv.input) < 2:
         return None
     x_dq, w_dq = g.producer.get(conv.input[0]), g.producer.get(conv.input[1])
@@ -69,19 +59,18 @@ def _match_narrow_conv(g: EditGraph, conv: onnx.NodeProto, shapes: dict):
         return None  # the symmetric kernel takes 8-bit activations (and ORT pads no uint16)
     if w_zero_point is not None and np.any(w_zero_point != 0):
         return None
-    channels = _channels(shapes, x_dq.input[0])
-    if channels is None or channels % CHANNEL_MULTIPLE == 0:
+    count = channels(g, x_dq.input[0])
+    if count is None or count % CHANNEL_MULTIPLE == 0:
         return None
     readers = [len(g.consumers.get(t, [])) for t in (x_dq.output[0], w_dq.output[0], weight.name)]
     if readers != [1, 1, 1]:
         return None  # shared: padding would change what the other readers see
-    return x_dq, w_dq, weight, x_zero_point.reshape(()), channels
+    return x_dq, w_dq, weight, x_zero_point.reshape(()), count
 
 
 def _pad(g: EditGraph, conv: onnx.NodeProto, x_dq: onnx.NodeProto, w_dq: onnx.NodeProto,
-         weight: onnx.TensorProto,
-         zero_point: np.ndarray, channels: int) -> None:
-    extra = -channels % CHANNEL_MULTIPLE
+         weight: onnx.TensorProto, zero_point: np.ndarray, count: int) -> None:
+    extra = -count % CHANNEL_MULTIPLE
     pads = g.add_init(conv.name + "_channel_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
     value = g.add_init(conv.name + "_channel_pad_value", zero_point)
     padded = g.unique(x_dq.input[0] + "_channel_padded")
