@@ -110,12 +110,16 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
                 assert all(c.op_type == "QuantizeLinear" for c in consumers.get(out, [])), node.name
     assert backbone_compute > 50
     head_convs = [n for n in model.graph.node
-                  if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type == "Conv"]
-    # the head's three; the backbone's last layer (rewrite.float_photo_tail): its
-    # half-resolution conv and its conv on the photo; and the layer before it
-    # (rewrite.float_skip_fuse): its quarter-resolution conv on the upsampled branch and
-    # the identity conv that brings its int8 skip branch into NCHWc (sum_into_nchwc_conv)
+                  if onnx_meta.node_part(n) == onnx_meta.HEAD and n.op_type in ("Conv", "MatMul")]
+    # the head's three (its second and third, with per-image weights, as MatMul(W, x):
+    # rewrite_qdq.per_image_conv_as_matmul); the backbone's last layer
+    # (rewrite.float_photo_tail): its half-resolution conv and its conv on the photo; and
+    # the layer before it (rewrite.float_skip_fuse): its quarter-resolution conv on the
+    # upsampled branch and the identity conv that brings its int8 skip branch into NCHWc
+    # (sum_into_nchwc_conv)
     assert len(report.rewrites["pad_conv_input_channels"]) == 1  # the stem
+    assert len(report.rewrites["per_image_conv_as_matmul"]) == 2
+    assert [n.op_type for n in head_convs].count("MatMul") == 2
     tail = set(report.rewrites["float_photo_tail"])
     skip = set(report.rewrites["float_skip_fuse"]) | set(report.rewrites["sum_into_nchwc_conv"])
     tail_convs = [c for c in head_convs if c.name in tail]
@@ -130,8 +134,12 @@ def test_mixed_backbone_is_int8_and_head_has_int8_weights_float_activations(mixe
     assert grid["all_on_grid"] and not grid["unproven"] and len(on_grid) == 7
     for conv in head_convs:
         # A float constant on its int8 grid: read directly, or scaled per image (Mul;
-        # rewrite.fold_instance_norm). No DequantizeLinear runs on any head weight.
+        # rewrite.fold_instance_norm), reshaped for a MatMul. No DequantizeLinear runs on
+        # any head weight.
         weight = conv.input[1]
+        if conv.op_type == "MatMul":
+            assert producers[conv.input[0]].op_type == "Reshape"
+            weight = producers[conv.input[0]].input[0]
         if weight in producers:
             assert producers[weight].op_type == "Mul"
             weight = next(i for i in producers[weight].input if i in inits)

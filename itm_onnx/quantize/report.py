@@ -90,16 +90,17 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
     for node in model.graph.node:
         if node.op_type in onnx_meta.QDQ_OPS:
             continue
-        weight_index = WEIGHT_INPUT.get(node.op_type)
+        weight_index = weight_input(node, producers)
         acts, weights = [], None
         for k, name in enumerate(node.input):
             if not name:
                 continue
             kind = _input_precision(name, inits, producers)
             if k == weight_index:
-                weights = (_grid_precision(name, producers, on_grid)
-                           or _weight_precision(name, inits, producers) or kind)
-            elif weight_index is not None and k == weight_index + 1:
+                source = _through_reshape(name, producers)
+                weights = (_grid_precision(source, producers, on_grid)
+                           or _weight_precision(source, inits, producers) or kind)
+            elif weight_index is not None and k == weight_index + 1 and node.op_type != "MatMul":
                 continue  # the bias: int32 (scale = input scale x weight scale) or float
             elif kind is not None:  # None: a float constant (scales, shapes, biases)
                 acts.append(kind)
@@ -109,6 +110,25 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
         result.append(NodePrecision(node.name, node.op_type, onnx_meta.node_part(node), act_text,
                                     weights, out, _summary(act_text, weights, out)))
     return result
+
+
+def weight_input(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> int | None:
+    """Index of a node's weight input (WEIGHT_INPUT), or 0 for ``MatMul(W, x)`` whose left
+    operand is a reshaped per-image weight (``rewrite_qdq.per_image_conv_as_matmul``)."""
+    if node.op_type == "MatMul" and node.input[0] != _through_reshape(node.input[0], producers):
+        scaler = producers.get(_through_reshape(node.input[0], producers))
+        if scaler is not None and scaler.op_type == "Mul":
+            return 0
+    return WEIGHT_INPUT.get(node.op_type)
+
+
+def _through_reshape(name: str, producers: dict[str, onnx.NodeProto]) -> str:
+    """The tensor a chain of Reshape nodes starts from (``name`` itself if none)."""
+    node = producers.get(name)
+    while node is not None and node.op_type == "Reshape":
+        name = node.input[0]
+        node = producers.get(name)
+    return name
 
 
 def _input_precision(name: str, inits: dict[str, onnx.TensorProto],
@@ -163,11 +183,11 @@ def weight_grid_proof(model: onnx.ModelProto, part: str | None = onnx_meta.HEAD
                     proven.add(record["weight"])
     unproven = []
     for node in model.graph.node:
-        index = WEIGHT_INPUT.get(node.op_type)
+        index = weight_input(node, producers)
         if index is None or len(node.input) <= index or (
                 part is not None and onnx_meta.node_part(node) != part):
             continue
-        name = node.input[index]
+        name = _through_reshape(node.input[index], producers)
         scaler = producers.get(name)
         sources = ([i for i in scaler.input if i in inits] if scaler is not None
                    and scaler.op_type == "Mul" else [name])
