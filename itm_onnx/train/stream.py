@@ -1,6 +1,6 @@
 """The training data as a stream addressed by (seed, step), and the fixed validation set.
 
-``build_datasets(config)`` turns a :class:`~.trainer.TrainConfig` into the training
+``build_datasets(config)`` turns a :class:`~.config.TrainConfig` into the training
 stream and the validation set for its ``--data`` source. Position p of the stream is a
 pure function of (seed, p) (:class:`StepStream`), so a resumed run sees exactly the
 batches the uninterrupted run would have seen, and under torchrun each rank takes its
@@ -21,7 +21,7 @@ from ..errors import UsageError
 from .runtime import Dist
 
 if TYPE_CHECKING:
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
 DATA_SOURCES = ("synthetic", "real", "hdr-folder", "paired", "enhance")
 
