@@ -8,8 +8,8 @@ shaded and textured surfaces whose highlights and shadows a tone mapper crushes.
 Scenes are rendered by the small numpy ray caster in :mod:`.raycast` (shading, hard
 shadows, highlights, sky reflections, haze, lens glow, slight lens blur). This module
 draws what to render: spheres, rooms with window openings, ground planes and boxes
-(furniture, buildings, lamp posts) with procedural textures (value noise, checker,
-stripes, planks, bricks, lit window grids). Four kinds of scene:
+(furniture, buildings, lamp posts) with procedural textures (:mod:`.surfaces`: value noise,
+checker, stripes, planks, bricks, lit window grids). Four kinds of scene:
 
 * ``outdoor``: sky gradient with the sun (disc 10^3-10^5 x diffuse white, in view in
   about half of them), textured ground, objects with cast shadows, distant buildings.
@@ -32,7 +32,6 @@ from collections.abc import Callable
 import numpy as np
 
 from .raycast import (
-    F32,
     Box,
     Camera,
     Clouds,
@@ -46,11 +45,22 @@ from .raycast import (
     Sphere,
     Spot,
     Sun,
-    Texture,
-    fraction,
     normalise,
     render,
     vec,
+)
+from .surfaces import (
+    bricks,
+    checker,
+    constant,
+    grainy,
+    ground_material,
+    hsv,
+    object_material,
+    planks,
+    random_colour,
+    stripes,
+    window_grid,
 )
 
 SPLITS = ("train", "val", "test", "calib")
@@ -83,107 +93,6 @@ def _direction(elevation_deg: float, azimuth_deg: float) -> np.ndarray:
     return vec(math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))
 
 
-def _hsv(hue: float, saturation: float, value: float) -> np.ndarray:
-    """RGB (3,) from hue in [0, 1), saturation and value in [0, 1]."""
-    k = (np.array([5.0, 3.0, 1.0]) + hue * 6.0) % 6.0
-    return (value - value * saturation * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(F32)
-
-
-# --- textures -------------------------------------------------------------------------
-
-
-def _grainy(colour: np.ndarray, noise: Noise, scale: float, amount: float) -> Texture:
-    """A colour modulated by fractal noise: plaster, grass, asphalt, sand, cloth."""
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        shade = 1.0 + amount * (2.0 * noise.fbm(u * scale, v * scale) - 1.0)
-        return colour[:, None] * shade
-
-    return texture
-
-
-def _checker(a: np.ndarray, b: np.ndarray, size: float, noise: Noise) -> Texture:
-    """Checkerboard tiles with slight per-tile variation."""
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        iu, iv = np.floor(u / size), np.floor(v / size)
-        odd = (2.0 * fraction((iu + iv) / 2.0))[None]
-        tone = 0.85 + 0.3 * noise.cell(iu, iv)
-        return (a[:, None] * (1.0 - odd) + b[:, None] * odd) * tone
-
-    return texture
-
-
-def _stripes(a: np.ndarray, b: np.ndarray, period: float, duty: float, along_u: bool) -> Texture:
-    """Parallel stripes (wallpaper, road markings, awnings)."""
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        coord = u if along_u else v
-        in_b = (fraction(coord / period) < duty)[None]
-        return np.where(in_b, b[:, None], a[:, None])
-
-    return texture
-
-
-def _planks(colour: np.ndarray, width: float, length: float, noise: Noise) -> Texture:
-    """Wood floor or table: staggered planks, each its own tone, with grain along it."""
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        row = np.floor(v / width)
-        column = np.floor(u / length + 0.5 * noise.cell(row, row))
-        tone = 0.7 + 0.6 * noise.cell(column, row)
-        grain = 0.8 + 0.4 * noise(u * 0.8, v * 40.0)
-        seam = (fraction(v / width) > 0.04) & (
-            fraction(u / length + 0.5 * noise.cell(row, row)) > 0.01
-        )
-        return colour[:, None] * (tone * grain * np.where(seam, 1.0, 0.35))
-
-    return texture
-
-
-def _bricks(
-    brick: np.ndarray, mortar: np.ndarray, size: tuple[float, float], noise: Noise
-) -> Texture:
-    """Running-bond brick wall with per-brick tone and light mortar joints."""
-    brick_w, brick_h = size
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        row = np.floor(v / brick_h)
-        shifted = u / brick_w + fraction(row / 2.0)
-        is_mortar = (fraction(v / brick_h) < 0.12) | (fraction(shifted) < 0.06)
-        tone = 0.75 + 0.5 * noise.cell(np.floor(shifted), row)
-        return np.where(is_mortar[None], mortar[:, None], brick[:, None] * tone)
-
-    return texture
-
-
-def _constant(colour: np.ndarray) -> Texture:
-    """One colour everywhere (bulbs, lamp posts)."""
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(colour[:, None], (3, u.shape[0]))
-
-    return texture
-
-
-def _window_grid(
-    radiance: np.ndarray, cell: tuple[float, float], lit_fraction: float, noise: Noise
-) -> Texture:
-    """Emission of a facade at night: a grid of windows, some lit, each its own brightness."""
-    cell_w, cell_h = cell
-
-    def texture(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        iu, iv = np.floor(u / cell_w), np.floor(v / cell_h)
-        fu, fv = fraction(u / cell_w), fraction(v / cell_h)
-        pane = (fu > 0.25) & (fu < 0.75) & (fv > 0.3) & (fv < 0.8) & (v > 0.5)
-        draw = noise.cell(iu, iv + 31.0)
-        lit = pane & (draw < lit_fraction)
-        level = 0.3 + 1.4 * noise.cell(iu + 7.0, iv)
-        return radiance[:, None] * (lit * level)[None]
-
-    return texture
-
-
 # --- scene builders -------------------------------------------------------------------
 
 
@@ -198,86 +107,15 @@ def build_scene(seed: int) -> Scene:
     return scene
 
 
-def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
-    """A value whose logarithm is uniform: for quantities spanning decades."""
-    return math.exp(rng.uniform(math.log(low), math.log(high)))
-
-
-def _random_colour(
-    rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]
-) -> np.ndarray:
-    """A random hue with saturation and value drawn from the given ranges."""
-    return _hsv(rng.random(), rng.uniform(*saturation), rng.uniform(*value))
-
-
-def _object_material(
-    rng: np.random.Generator, noise: Noise, glossy: float, mirror: bool
-) -> Material:
-    """A random object surface: plain, checkered or striped; sometimes glossy."""
-    colour = _random_colour(rng, (0.0, 0.8), (0.1, 0.85))
-    pattern = rng.integers(4)
-    if pattern == 0:
-        albedo = _checker(
-            colour, _random_colour(rng, (0.0, 0.6), (0.1, 0.85)), rng.uniform(0.1, 0.4), noise
-        )
-    elif pattern == 1:
-        albedo = _stripes(
-            colour,
-            _random_colour(rng, (0.0, 0.6), (0.1, 0.85)),
-            rng.uniform(0.1, 0.5),
-            rng.uniform(0.2, 0.6),
-            bool(rng.integers(2)),
-        )
-    else:
-        albedo = _grainy(colour, noise, rng.uniform(1.0, 8.0), rng.uniform(0.05, 0.4))
-    if rng.random() >= glossy:
-        return Material(albedo)
-    return Material(
-        albedo,
-        specular=rng.uniform(0.1, 0.8),
-        shininess=_log_uniform(rng, 10, 400),
-        mirror=rng.uniform(0.02, 0.25) if mirror else 0.0,
-    )
-
-
-def _ground_material(rng: np.random.Generator, noise: Noise) -> Material:
-    """Grass, asphalt, paving, sand or snow."""
-    surface = rng.integers(5)
-    if surface == 0:
-        return Material(
-            _grainy(
-                _hsv(rng.uniform(0.2, 0.33), rng.uniform(0.4, 0.7), rng.uniform(0.08, 0.2)),
-                noise,
-                rng.uniform(0.5, 3.0),
-                0.4,
-            )
-        )
-    if surface == 1:
-        return Material(_grainy(vec(1, 1, 1) * rng.uniform(0.05, 0.12), noise, 6.0, 0.3))
-    if surface == 2:
-        tile = _hsv(rng.uniform(0.0, 0.12), rng.uniform(0.0, 0.4), rng.uniform(0.2, 0.45))
-        return Material(_checker(tile, tile * rng.uniform(0.6, 0.9), rng.uniform(0.3, 1.0), noise))
-    if surface == 3:
-        return Material(
-            _grainy(
-                _hsv(rng.uniform(0.08, 0.12), rng.uniform(0.25, 0.45), rng.uniform(0.3, 0.5)),
-                noise,
-                rng.uniform(1.0, 4.0),
-                0.25,
-            )
-        )
-    return Material(_grainy(vec(0.8, 0.82, 0.85) * rng.uniform(0.8, 1.0), noise, 1.0, 0.08))
-
-
 def _daylight_sky(
     rng: np.random.Generator, sun_direction: np.ndarray, level: float, noise: Noise
 ) -> Sky:
     """Blue-to-white gradient, a sun disc 10^3-10^5 x diffuse white and its aureole, clouds."""
     haziness = rng.random()
-    zenith = _hsv(rng.uniform(0.55, 0.64), rng.uniform(0.35, 0.75) * (1 - 0.6 * haziness), level)
-    horizon = _hsv(rng.uniform(0.5, 0.62), rng.uniform(0.05, 0.3), level * rng.uniform(1.3, 2.2))
-    ground = _hsv(rng.uniform(0.1, 0.3), rng.uniform(0.2, 0.5), level * rng.uniform(0.2, 0.5))
-    sun_colour = _hsv(rng.uniform(0.07, 0.14), rng.uniform(0.0, 0.35), 1.0)
+    zenith = hsv(rng.uniform(0.55, 0.64), rng.uniform(0.35, 0.75) * (1 - 0.6 * haziness), level)
+    horizon = hsv(rng.uniform(0.5, 0.62), rng.uniform(0.05, 0.3), level * rng.uniform(1.3, 2.2))
+    ground = hsv(rng.uniform(0.1, 0.3), rng.uniform(0.2, 0.5), level * rng.uniform(0.2, 0.5))
+    sun_colour = hsv(rng.uniform(0.07, 0.14), rng.uniform(0.0, 0.35), 1.0)
     radius = math.radians(rng.uniform(0.5, 1.3))
     sun = Spot(
         sun_direction,
@@ -320,7 +158,7 @@ def _outdoor(rng: np.random.Generator) -> Scene:
     sun_dir = _direction(elevation, azimuth)
     sky_level = rng.uniform(0.25, 1.0)
     sky = _daylight_sky(rng, sun_dir, sky_level, noise)
-    sun_colour = _hsv(
+    sun_colour = hsv(
         rng.uniform(0.07, 0.12), rng.uniform(0.05, 0.3) * (1.5 if elevation < 15 else 1.0), 1.0
     )
     scene = Scene(
@@ -333,7 +171,7 @@ def _outdoor(rng: np.random.Generator) -> Scene:
         bright_source_in_view=sun_visible,
     )
     scene.primitives.append(
-        Rect(1, 0.0, (-1e4, 1e4, -1e4, 1e4), _ground_material(rng, noise), casts_shadow=False)
+        Rect(1, 0.0, (-1e4, 1e4, -1e4, 1e4), ground_material(rng, noise), casts_shadow=False)
     )
     _add_ground_objects(
         rng, scene, noise, count=int(rng.integers(2, 8)), depth=(2.5, 18), mirror=True
@@ -356,7 +194,7 @@ def _add_ground_objects(
     for _ in range(count):
         z = rng.uniform(*depth)
         x = rng.uniform(-half_width, half_width) * z
-        material = _object_material(rng, noise, glossy=0.5, mirror=mirror)
+        material = object_material(rng, noise, glossy=0.5, mirror=mirror)
         shape = rng.integers(3)
         if shape == 0:
             radius = rng.uniform(0.2, 0.12 * z + 0.3)
@@ -384,17 +222,17 @@ def _add_buildings(
         z = rng.uniform(*depth)
         size = vec(rng.uniform(8, 40), rng.uniform(8, 60), rng.uniform(8, 30))
         x = rng.uniform(-half_width, half_width) * z
-        wall = _random_colour(rng, (0.0, 0.4), (0.15, 0.6))
+        wall = random_colour(rng, (0.0, 0.4), (0.15, 0.6))
         if rng.random() < 0.5:
-            albedo = _bricks(
+            albedo = bricks(
                 wall, vec(0.5, 0.5, 0.48), (rng.uniform(1.5, 3), rng.uniform(0.8, 1.5)), noise
             )
         else:
-            albedo = _grainy(wall, noise, 0.3, 0.2)
+            albedo = grainy(wall, noise, 0.3, 0.2)
         emission, casts_shadow = None, not night
         if night:
-            warmth = _hsv(rng.uniform(0.08, 0.15), rng.uniform(0.3, 0.7), rng.uniform(1.0, 8.0))
-            emission = _window_grid(
+            warmth = hsv(rng.uniform(0.08, 0.15), rng.uniform(0.3, 0.7), rng.uniform(1.0, 8.0))
+            emission = window_grid(
                 warmth, (rng.uniform(2.5, 4), rng.uniform(3, 3.6)), rng.uniform(0.15, 0.6), noise
             )
         material = Material(albedo, emission=emission)
@@ -416,17 +254,17 @@ def _room(
     ``windows`` lists (wall, opening) with wall 0 = back (z = D), 1 = left, 2 = right.
     """
     width, height, depth = size
-    wood = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.15, 0.5))
+    wood = hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.15, 0.5))
     if rng.random() < 0.6:
-        floor = _planks(wood, rng.uniform(0.1, 0.25), rng.uniform(0.8, 2.0), noise)
+        floor = planks(wood, rng.uniform(0.1, 0.25), rng.uniform(0.8, 2.0), noise)
     else:
-        tile = _random_colour(rng, (0.0, 0.3), (0.2, 0.7))
-        floor = _checker(tile, tile * rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.6), noise)
-    paint = _hsv(rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.25), rng.uniform(0.45, 0.85))
+        tile = random_colour(rng, (0.0, 0.3), (0.2, 0.7))
+        floor = checker(tile, tile * rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.6), noise)
+    paint = hsv(rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.25), rng.uniform(0.45, 0.85))
     if rng.random() < 0.3:
-        wall = _stripes(paint, paint * rng.uniform(0.75, 0.95), rng.uniform(0.1, 0.4), 0.5, True)
+        wall = stripes(paint, paint * rng.uniform(0.75, 0.95), rng.uniform(0.1, 0.4), 0.5, True)
     else:
-        wall = _grainy(paint, noise, 2.0, 0.05)
+        wall = grainy(paint, noise, 2.0, 0.05)
     wall_material = Material(wall)
     openings = {k: tuple(o for w, o in windows if w == k) for k in range(3)}
     scene.primitives += [
@@ -441,7 +279,7 @@ def _room(
             1,
             height,
             (-width / 2, width / 2, 0, depth),
-            Material(_grainy(vec(0.8, 0.8, 0.78), noise, 1.0, 0.03)),
+            Material(grainy(vec(0.8, 0.8, 0.78), noise, 1.0, 0.03)),
         ),
         Rect(2, depth, (-width / 2, width / 2, 0, height), wall_material, openings[0]),
         Rect(0, -width / 2, (0, depth, 0, height), wall_material, openings[1]),
@@ -477,7 +315,7 @@ def _furnish(
     """Boxes (tables, cabinets) and the odd sphere on the floor of a room."""
     width, _, depth = size
     for _ in range(count):
-        material = _object_material(rng, noise, glossy=0.3, mirror=False)
+        material = object_material(rng, noise, glossy=0.3, mirror=False)
         if rng.random() < 0.25:
             radius = rng.uniform(0.1, 0.4)
             centre = vec(
@@ -498,14 +336,14 @@ def _add_bulb(
     rng: np.random.Generator, scene: Scene, position: np.ndarray, intensity: float, in_view: bool
 ) -> None:
     """A visible bulb (10^2-10^5 x diffuse white), the light it casts, and its lens glow."""
-    colour = _hsv(rng.uniform(0.06, 0.14), rng.uniform(0.1, 0.6), 1.0)
+    colour = hsv(rng.uniform(0.06, 0.14), rng.uniform(0.1, 0.6), 1.0)
     radiance = colour * 10.0 ** rng.uniform(2.0, 5.0)
     radius = rng.uniform(0.04, 0.12)
     scene.primitives.append(
         Sphere(
             position,
             radius,
-            Material(_constant(vec(0, 0, 0)), emission=_constant(radiance)),
+            Material(constant(vec(0, 0, 0)), emission=constant(radiance)),
             casts_shadow=False,
         )
     )
@@ -550,7 +388,7 @@ def _interior(rng: np.random.Generator) -> Scene:
         camera,
         outside,
         ambient=vec(1.0, 0.97, 0.92) * interior,
-        sun=Sun(sun_dir, _hsv(0.1, rng.uniform(0.05, 0.3), 1.0)) if rng.random() < 0.7 else None,
+        sun=Sun(sun_dir, hsv(0.1, rng.uniform(0.05, 0.3), 1.0)) if rng.random() < 0.7 else None,
     )
     _room(rng, scene, noise, size, windows)
     for wall, opening in windows:
@@ -595,8 +433,8 @@ def _night_sky(rng: np.random.Generator) -> Sky:
             ),
         )
     return Sky(
-        _hsv(0.62, 0.7, level),
-        _hsv(horizon_hue, 0.5, level * rng.uniform(2, 6)),
+        hsv(0.62, 0.7, level),
+        hsv(horizon_hue, 0.5, level * rng.uniform(2, 6)),
         vec(0.3, 0.3, 0.3) * level,
         spots,
     )
@@ -622,7 +460,7 @@ def _night_street(rng: np.random.Generator, noise: Noise, sky: Sky, ambient: np.
     )
     scene = Scene("night", camera, sky, ambient, haze=(sky.horizon, rng.uniform(80, 300)))
     scene.primitives.append(
-        Rect(1, 0.0, (-1e4, 1e4, -1e4, 1e4), _ground_material(rng, noise), casts_shadow=False)
+        Rect(1, 0.0, (-1e4, 1e4, -1e4, 1e4), ground_material(rng, noise), casts_shadow=False)
     )
     _add_buildings(rng, scene, noise, count=int(rng.integers(2, 7)), depth=(20, 90), night=True)
     _add_ground_objects(
@@ -649,7 +487,7 @@ def _add_street_lamp(
 ) -> None:
     """A dark post with an arm; the bulb hangs under the arm's end."""
     height = rng.uniform(3.5, 6.0)
-    metal = Material(_constant(vec(0.08, 0.08, 0.08)), specular=0.3)
+    metal = Material(constant(vec(0.08, 0.08, 0.08)), specular=0.3)
     scene.primitives.append(Box(vec(x, height / 2, z), vec(0.06, height / 2, 0.06), 0.0, metal))
     scene.primitives.append(
         Box(vec(x + arm / 2, height, z), vec(abs(arm) / 2, 0.04, 0.05), 0.0, metal)
@@ -717,11 +555,11 @@ def _studio(rng: np.random.Generator) -> Scene:
     )
     scene = Scene("studio", camera, environment, ambient=vec(1, 1, 1) * rng.uniform(0.03, 0.12))
     table = (
-        _ground_material(rng, noise)
+        ground_material(rng, noise)
         if rng.random() < 0.3
         else Material(
-            _planks(
-                _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.6)),
+            planks(
+                hsv(rng.uniform(0.05, 0.1), rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.6)),
                 rng.uniform(0.1, 0.3),
                 3.0,
                 noise,
@@ -730,7 +568,7 @@ def _studio(rng: np.random.Generator) -> Scene:
             shininess=80,
         )
     )
-    backdrop = Material(_grainy(_random_colour(rng, (0.0, 0.5), (0.2, 0.8)), noise, 1.5, 0.1))
+    backdrop = Material(grainy(random_colour(rng, (0.0, 0.5), (0.2, 0.8)), noise, 1.5, 0.1))
     wall_z = rng.uniform(3.0, 6.0)
     scene.primitives += [
         Rect(1, 0.0, (-50, 50, -50, wall_z), table, casts_shadow=False),
@@ -739,7 +577,7 @@ def _studio(rng: np.random.Generator) -> Scene:
     for _ in range(int(rng.integers(3, 8))):
         z = rng.uniform(1.0, 3.0) * (camera.position[1] + 0.3)
         x = rng.uniform(-0.8, 0.8) * math.tan(camera.fov / 2) * z
-        material = _object_material(rng, noise, glossy=0.8, mirror=True)
+        material = object_material(rng, noise, glossy=0.8, mirror=True)
         if rng.random() < 0.6:
             radius = rng.uniform(0.05, 0.3)
             scene.primitives.append(Sphere(vec(x, radius, z), radius, material))
@@ -751,7 +589,7 @@ def _studio(rng: np.random.Generator) -> Scene:
     key = vec(rng.uniform(-2, 2), rng.uniform(1.5, 3.0), rng.uniform(-0.5, 2.0))
     key_distance = float(np.linalg.norm(key - vec(0, 0, 1.5)))
     scene.lamps.append(
-        Lamp(key, _hsv(rng.uniform(0.05, 0.15), rng.uniform(0, 0.2), key_distance**2))
+        Lamp(key, hsv(rng.uniform(0.05, 0.15), rng.uniform(0, 0.2), key_distance**2))
     )
     scene.lamps.append(
         Lamp(
