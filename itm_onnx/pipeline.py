@@ -87,8 +87,8 @@ def run_pipeline(config: PipelineConfig,
         log("[4/4] bench against the peers")
         # Peers built in a stage of their own: their calibration leaves ~1 GB of heap
         # that the benchmark's sessions would otherwise stack on.
-        peers = stage(peers_stage, Path(fp32.artifact), out, log)
-        reports["bench"] = stage(bench_stage, config, peers, Path(mixed.artifact), out, log)
+        peers = stage(peers_stage, Path(fp32.artifact), Path(mixed.artifact), out, log)
+        reports["bench"] = stage(bench_stage, config, peers, out, log)
         stages.update(1)
     return reports
 
@@ -130,21 +130,20 @@ def validate_stage(config: PipelineConfig, quantized: Path, out: Path,
                                    threads=config.threads), log)
 
 
-def peers_stage(fp32: Path, out: Path, log: Callable[[str], None]) -> list:
-    """The peers the mixed model is benched against, built from the fp32 export."""
+def peers_stage(fp32: Path, mixed: Path, out: Path, log: Callable[[str], None]) -> list:
+    """The rows of the benchmark: the peers, built from the fp32 export, and ``mixed``."""
     from .bench.peers import PeerConfig, build_peers
 
-    return build_peers(PeerConfig(fp32=fp32, work_dir=out / "peers", build_mixed=False),
+    return build_peers(PeerConfig(fp32=fp32, work_dir=out / "peers", mixed=mixed),
                        progress=log)
 
 
-def bench_stage(config: PipelineConfig, peers: list, mixed: Path, out: Path,
+def bench_stage(config: PipelineConfig, specs: list, out: Path,
                 log: Callable[[str], None]) -> BenchResult:
     """Bench the peers and the mixed model, one session at a time."""
-    from .bench import BenchConfig, ModelSpec, run_bench
+    from .bench import BenchConfig, run_bench
     from .bench.fidelity import heldout_images
 
-    specs = peers[:3] + [ModelSpec("mixed (itm-onnx)", mixed)] + peers[3:]
     count = config.validate_images
     # One session at a time: five 1088x1920 sessions held together need ~7 GB.
     rows = run_bench(BenchConfig(models=specs, threads=config.threads, runs=config.bench_runs,

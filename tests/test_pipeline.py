@@ -17,6 +17,12 @@ def test_pipeline_runs_every_stage(runner, tmp_path):
     assert labels[:4] == ["fp32 (peer 1)", "naive mixed (peer 2)", "full-int8 (peer 3)",
                           "mixed (itm-onnx)"]
     assert all(row["status"] == "ok" for row in report["bench"]["rows"])
+    # each side also with the other's session settings: fp32 with mixed's, mixed with ORT's
+    rows = {row["label"]: row for row in report["bench"]["rows"]}
+    recommended = rows["mixed (itm-onnx)"]["session_options"]
+    assert recommended and rows["fp32 + mixed's session options"]["session_options"] == recommended
+    assert rows["mixed + ORT's default session options"]["session_options"] == {}
+    assert rows["fp32 (peer 1)"]["session_options"] == {}
     for name in ("mqnet-64x64-fp32.onnx", "mqnet-64x64-mixed.onnx", "validate-report.png",
                  "bench.png"):
         assert (out / name).is_file(), name

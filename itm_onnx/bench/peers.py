@@ -53,6 +53,9 @@ class PeerConfig:
     cache_dir: Path | None = None
     dynamic_size: tuple[int, int] = (256, 256)
     build_mixed: bool = True
+    # The mixed artifact to compare when it is already built (pipeline): its row and its
+    # row with ORT's default settings come from it instead of a new quantize.
+    mixed: Path | None = None
     checkpoint: Path | None = None
     model_name: str = "mqnet"
     litert: bool = False  # the LiteRT peers (rows saying how to get them if absent)
@@ -79,14 +82,21 @@ def build_peers(config: PeerConfig, progress: Callable[[str], None] = lambda _: 
     specs.append(ModelSpec("naive mixed (peer 2)", naive))
     progress("building peer 3: itm-onnx quantize --full-int8")
     specs.append(ModelSpec("full-int8 (peer 3)", _quantize(config, "full-int8", work)))
-    if config.build_mixed:
+    mixed = config.mixed
+    if mixed is None and config.build_mixed:
         progress("building itm-onnx quantize --mixed")
-        specs.append(ModelSpec("mixed (itm-onnx)", _quantize(config, "mixed", work)))
-    # Not a peer: fp32 with the session settings the mixed artifact recommends, so that
-    # the table shows how much of the gap those settings alone make.
+        mixed = _quantize(config, "mixed", work)
+    if mixed is not None:
+        specs.append(ModelSpec("mixed (itm-onnx)", Path(mixed)))
+    # Not peers: each side with the other's session settings, so that the table shows how
+    # much of the gap those settings make. They trade idle speed for behaviour under load
+    # (worker threads that sleep between ops: power, and the cores other processes need).
     tuned = dict(SCHEMES["mixed"].session_options)
     if tuned:
         specs.append(ModelSpec("fp32 + mixed's session options", fp32, session_options=tuned))
+        if mixed is not None:
+            specs.append(ModelSpec("mixed + ORT's default session options", Path(mixed),
+                                   session_options={}))
     if config.litert:
         specs.extend(litert_peers(config, progress))
     if config.checkpoint is not None:
