@@ -354,23 +354,24 @@ def _remove_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 _MIXED_SESSION = {
-    # Worker threads spin between ops while a run lasts and stop when it returns
-    # (`force_spinning_stop`): the mixed model has ~190 short ops, and sleeping workers pay
-    # a wake-up for each, while spinning after the run would only burn the device's cores
-    # and battery between photos. Measured with `itm-onnx bench` (the same artifact with
-    # each setting, 1088x1920, 2 threads, 2-core AMD EPYC Zen 4): idle, 358.0 ms with this,
-    # 360.8 spinning as ORT does by default, 417.3 sleeping (fp32 696.5); with a busy loop
-    # on one core, 648.6 / 633.8 / 593.9 (fp32 1249.3): under such contention sleeping
-    # workers are ~8 % faster (an earlier session chose them on a loaded Xeon for that).
-    # `bench --peers` shows fp32 with these settings and mixed with ORT's defaults.
+    # Intra-op worker threads sleep instead of spinning between ops. Measured with
+    # `itm-onnx bench` at 1088x1920, 2 threads, on this project's shared 2-core machine:
+    # 7-14 % lower median latency for this model (and for fp32 alike) while other
+    # processes compete for the cores, no difference on an idle machine; `bench --peers`
+    # shows fp32 with the same setting, so the table says what the setting alone is worth.
+    # Re-measured on a 2-core AMD EPYC Zen 4 (`bench --model fp32.onnx --model mixed.onnx
+    # --model mixed-spinning.onnx`, 1088x1920, 2 threads): idle, spinning is 9 % faster
+    # for this model (325.8 vs 359.1 ms; it has ~190 short ops, each a wake-up when workers
+    # sleep); with a busy loop on one core, sleeping is 12 % faster (514.8 vs 581.6 ms).
+    # Kept off: the cores stay free for the rest of the device (and its battery), and
+    # `bench --peers` also shows mixed with ORT's defaults, spinning included.
     # NchwcTransformer stays on: with the head weights stored as constants
     # (float_weights_on_grid) it runs the first head conv in its NCHWc layout, reorders
     # included cheaper than the plain conv. The head alone at 1088x1920, 2 threads, 10
     # alternating runs on a shared 2-core Xeon (AVX-512 VNNI, AMX), median CPU time per
     # run (wall time was swamped by other load): 344 ms with it, 390 ms with it disabled,
     # 392 ms with the former DequantizeLinear weights.
-    "session.intra_op.allow_spinning": "1",
-    "session.force_spinning_stop": "1",
+    "session.intra_op.allow_spinning": "0",
     # No memory-pattern planning: ORT then allocates each full-resolution float head
     # tensor when it is needed instead of reserving the whole planned block up front.
     # Measured on this model at 1088x1920, 2 threads (Xeon, AVX-512 VNNI, load < 1), one
