@@ -359,12 +359,13 @@ _MIXED_SESSION = {
     # 7-14 % lower median latency for this model (and for fp32 alike) while other
     # processes compete for the cores, no difference on an idle machine; `bench --peers`
     # shows fp32 with the same setting, so the table says what the setting alone is worth.
-    # Re-measured on a 2-core AMD EPYC Zen 4 (`bench --model fp32.onnx --model mixed.onnx
-    # --model mixed-spinning.onnx`, 1088x1920, 2 threads): idle, spinning is 9 % faster
-    # for this model (325.8 vs 359.1 ms; it has ~190 short ops, each a wake-up when workers
-    # sleep); with a busy loop on one core, sleeping is 12 % faster (514.8 vs 581.6 ms).
-    # Kept off: the cores stay free for the rest of the device (and its battery), and
-    # `bench --peers` also shows mixed with ORT's defaults, spinning included.
+    # Re-measured on a 2-core AMD EPYC Zen 4 (`bench` of the same artifact with each
+    # setting, 1088x1920, 2 threads), four runs within an hour: with nothing else running,
+    # spinning was 9 % and 14 % faster in two (the model has ~190 short ops, each a wake-up
+    # for a sleeping worker) and 8 % slower in the third; with a busy loop on one core,
+    # sleeping was 7-12 % faster. What else the host runs decides, so sleeping stays: the
+    # cores stay free for the rest of the device (and its battery). `bench --peers` also
+    # shows mixed with ORT's defaults, spinning included.
     # NchwcTransformer stays on: with the head weights stored as constants
     # (float_weights_on_grid) it runs the first head conv in its NCHWc layout, reorders
     # included cheaper than the plain conv. The head alone at 1088x1920, 2 threads, 10
