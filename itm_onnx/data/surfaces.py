@@ -156,26 +156,21 @@ def ground_material(rng: np.random.Generator, noise: Noise) -> Material:
     """Grass, asphalt, paving, sand or snow."""
     surface = rng.integers(5)
     if surface == 0:
-        return Material(
-            grainy(
-                hsv(rng.uniform(0.2, 0.33), rng.uniform(0.4, 0.7), rng.uniform(0.08, 0.2)),
-                noise,
-                rng.uniform(0.5, 3.0),
-                0.4,
-            )
-        )
+        return _grainy_hsv(rng, noise, (0.2, 0.33), (0.4, 0.7), (0.08, 0.2), (0.5, 3.0), 0.4)
     if surface == 1:
         return Material(grainy(vec(1, 1, 1) * rng.uniform(0.05, 0.12), noise, 6.0, 0.3))
     if surface == 2:
         tile = hsv(rng.uniform(0.0, 0.12), rng.uniform(0.0, 0.4), rng.uniform(0.2, 0.45))
         return Material(checker(tile, tile * rng.uniform(0.6, 0.9), rng.uniform(0.3, 1.0), noise))
     if surface == 3:
-        return Material(
-            grainy(
-                hsv(rng.uniform(0.08, 0.12), rng.uniform(0.25, 0.45), rng.uniform(0.3, 0.5)),
-                noise,
-                rng.uniform(1.0, 4.0),
-                0.25,
-            )
-        )
+        return _grainy_hsv(rng, noise, (0.08, 0.12), (0.25, 0.45), (0.3, 0.5), (1.0, 4.0), 0.25)
     return Material(grainy(vec(0.8, 0.82, 0.85) * rng.uniform(0.8, 1.0), noise, 1.0, 0.08))
+
+
+def _grainy_hsv(rng: np.random.Generator, noise: Noise, hue: tuple[float, float],
+                saturation: tuple[float, float], value: tuple[float, float],
+                scale: tuple[float, float], amount: float) -> Material:
+    """A grainy surface of a random colour (ranges of hue, saturation, value, grain scale);
+    draws from ``rng`` in that order."""
+    colour = hsv(rng.uniform(*hue), rng.uniform(*saturation), rng.uniform(*value))
+    return Material(grainy(colour, noise, rng.uniform(*scale), amount))
