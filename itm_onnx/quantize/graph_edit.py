@@ -79,11 +79,17 @@ def attr(node: onnx.NodeProto, name: str, default=None):
 
 
 def is_plain_1x1(g: EditGraph, conv: onnx.NodeProto) -> bool:
+    """A 1x1 conv with a constant weight and :func:`has_plain_geometry`."""
     weight = g.const(conv.input[1]) if len(conv.input) > 1 else None
     if conv.op_type != "Conv" or weight is None or weight.ndim != 4:
         return False
+    return weight.shape[2:] == (1, 1) and has_plain_geometry(conv)
+
+
+def has_plain_geometry(conv: onnx.NodeProto) -> bool:
+    """Group 1, no padding, unit strides and dilations: with a 1x1 kernel, a matmul."""
     pads = attr(conv, "pads", [0, 0, 0, 0])
-    return (weight.shape[2:] == (1, 1) and attr(conv, "group", 1) == 1 and not any(pads)
+    return (attr(conv, "group", 1) == 1 and not any(pads)
             and all(s == 1 for s in attr(conv, "strides", [1, 1]))
             and all(d == 1 for d in attr(conv, "dilations", [1, 1])))
 

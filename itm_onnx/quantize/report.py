@@ -115,8 +115,9 @@ def node_precisions(model: onnx.ModelProto) -> list[NodePrecision]:
 def weight_input(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> int | None:
     """Index of a node's weight input (WEIGHT_INPUT), or 0 for ``MatMul(W, x)`` whose left
     operand is a reshaped per-image weight (``rewrite_qdq.per_image_conv_as_matmul``)."""
-    if node.op_type == "MatMul" and node.input[0] != _through_reshape(node.input[0], producers):
-        scaler = producers.get(_through_reshape(node.input[0], producers))
+    if node.op_type == "MatMul":
+        source = _through_reshape(node.input[0], producers)
+        scaler = producers.get(source) if source != node.input[0] else None
         if scaler is not None and scaler.op_type == "Mul":
             return 0
     return WEIGHT_INPUT.get(node.op_type)
@@ -143,8 +144,7 @@ def _input_precision(name: str, inits: dict[str, onnx.TensorProto],
     if node.op_type == "DequantizeLinear":
         return _quant_dtype(node, inits, producers)
     if node.op_type == "QuantizeLinear":  # integer data moved before its DequantizeLinear
-        zp = node.input[2] if len(node.input) > 2 else ""
-        return _BITS.get(inits[zp].data_type, "int?") if zp in inits else "uint8"
+        return _quantized_dtype(node, inits)
     if node.op_type == "Constant":
         return None
     return "float32"
@@ -261,9 +261,14 @@ def _output_precision(node, consumers, graph_outputs, inits) -> str:
                 continue
             if user.op_type != "QuantizeLinear":
                 return "float32"
-            zp = user.input[2] if len(user.input) > 2 else ""
-            types.add(_BITS.get(inits[zp].data_type, "int?") if zp in inits else "uint8")
+            types.add(_quantized_dtype(user, inits))
     return types.pop() if len(types) == 1 else "mixed"
+
+
+def _quantized_dtype(quantize: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str:
+    """The integer type a QuantizeLinear writes (its zero point's type; uint8 without)."""
+    zp = quantize.input[2] if len(quantize.input) > 2 else ""
+    return _BITS.get(inits[zp].data_type, "int?") if zp in inits else "uint8"
 
 
 def _summary(acts: str, weights: str | None, out: str) -> str:

@@ -28,7 +28,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph_edit import EditGraph, attr, channels, dim, tag_like, with_shapes
+from .graph_edit import (
+    EditGraph,
+    attr,
+    channels,
+    dim,
+    has_plain_geometry,
+    tag_like,
+    with_shapes,
+)
 
 CHANNEL_MULTIPLE = 4
 
@@ -110,9 +118,8 @@ def per_image_conv_as_matmul(model: onnx.ModelProto) -> list[str]:
     replaced = []
     for conv in list(g.graph.node):
         weight = g.producer.get(conv.input[1]) if conv.op_type == "Conv" else None
-        if (weight is None or weight.op_type == "DequantizeLinear" or attr(conv, "group", 1) != 1
-                or any(attr(conv, "pads", [0])) or attr(conv, "kernel_shape") != [1, 1]
-                or any(s != 1 for s in attr(conv, "strides", [1]) + attr(conv, "dilations", [1]))
+        if (weight is None or weight.op_type == "DequantizeLinear"
+                or attr(conv, "kernel_shape") != [1, 1] or not has_plain_geometry(conv)
                 or dim(g, conv.input[0], 0) != 1):
             continue
         inputs, outputs = channels(g, conv.input[0]), channels(g, conv.output[0])
