@@ -24,6 +24,31 @@ def test_variants_stay_in_published_size(name):
     assert 800_000 <= n_params(create_model(name)) <= 1_000_000
 
 
+def test_decoder_width_widens_only_below_full_resolution():
+    """The capacity probe's knob (models/README.md): the full-resolution fusion and the
+    head keep the released shapes, so the shipped head fits a wider decoder."""
+    wide, released = create_model("mqnet", decoder_width=2.0), create_model("mqnet")
+    assert n_params(wide) > n_params(released)
+    assert wide.backbone.decoder.stage4.project[0].out_channels == 16
+    wide_head = {k: v.shape for k, v in wide.head.state_dict().items()}
+    assert wide_head == {k: v.shape for k, v in released.head.state_dict().items()}
+    assert wide.backbone.decoder.fuse1.fuse[0].out_channels == 16
+    with torch.no_grad():
+        assert wide.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    with pytest.raises(ItmOnnxError, match="decoder_width"):
+        create_model("mqnet", decoder_width=0)
+
+
+def test_head_width_widens_the_full_resolution_channels():
+    wide = create_model("mqnet", head_width=2.0)
+    assert wide.backbone.decoder.fuse1.fuse[0].out_channels == 32
+    assert (wide.head.conv1.in_channels, wide.head.conv1.out_channels) == (32, 24)
+    assert (wide.head.conv2.out_channels, wide.head.conv3.out_channels) == (12, 3)
+    assert n_params(wide) > n_params(create_model("mqnet"))
+    with torch.no_grad():
+        assert wide.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
 def test_five_taps_at_256():
     model = create_model("mqnet").eval()
     with torch.no_grad():

@@ -146,6 +146,13 @@ class MQNetConfig:
     # factor, their residual is upsampled bilinearly, and the output transform applies it
     # at full resolution (module doc, "Working scale"). No weights change.
     work_scale: int = 1
+    # Multiplier of the decoder's channels below full resolution (stages 1/32 to 1/2; the
+    # full-resolution fusion and the head keep theirs, so the cost at full resolution is
+    # the released model's). 1 = as released.
+    decoder_width: float = 1.0
+    # Multiplier of the full-resolution channels: the last fusion's output and the head's
+    # two hidden convs (16, 12, 6 as released). 1 = as released.
+    head_width: float = 1.0
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_LAYERS:
@@ -167,8 +174,10 @@ class MQNetConfig:
             raise ValueError(f"highlight_gate must be in [0, 1), got {self.highlight_gate}")
         if self.work_scale not in WORK_SCALES:
             raise ValueError(f"work_scale must be one of {WORK_SCALES}, got {self.work_scale}")
-        if self.width_mult <= 0 or self.reduction < 1 or self.expansion < 1:
-            raise ValueError("width_mult, reduction and expansion must be positive")
+        if min(self.width_mult, self.decoder_width, self.head_width) <= 0 \
+                or self.reduction < 1 or self.expansion < 1:
+            raise ValueError("width_mult, decoder_width, head_width, reduction and expansion "
+                             "must be positive")
 
 
 class MobileNetV2Encoder(nn.Module):
@@ -220,14 +229,16 @@ class MQNetDecoder(nn.Module):
         att = partial(attention_layer, reduction=config.reduction) if attention_layer else None
         irb = partial(InvertedResidual, expansion=config.expansion)
         c2, c4, c8, c16, c32 = tap_channels
-        self.stage32 = nn.Sequential(irb(c32, 32, attention=att), irb(32, 32))
+        d32, d16, d8, d4, d2 = (make_divisible(c * config.decoder_width)
+                                for c in (32, 24, 16, 8, 16))
+        self.stage32 = nn.Sequential(irb(c32, d32, attention=att), irb(d32, d32))
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.stage16 = nn.Sequential(irb(32 + c16, 24, attention=att), irb(24, 24))
-        self.stage8 = irb(24 + c8, 16, attention=att)
-        self.stage4 = irb(16 + c4, 8, attention=att)
-        self.fuse2 = UpConcatConv(8, c2, 16)
-        self.fuse1 = UpConcatConv(16, 3, 16)
-        self.out_channels = 16
+        self.stage16 = nn.Sequential(irb(d32 + c16, d16, attention=att), irb(d16, d16))
+        self.stage8 = irb(d16 + c8, d8, attention=att)
+        self.stage4 = irb(d8 + c4, d4, attention=att)
+        self.fuse2 = UpConcatConv(d4, c2, d2)
+        self.out_channels = make_divisible(16 * config.head_width, 4)
+        self.fuse1 = UpConcatConv(d2, 3, self.out_channels)
 
     def forward(self, image: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
         f2, f4, f8, f16, f32 = taps
@@ -256,15 +267,16 @@ class MQNetHead(nn.Module):
     """Full-resolution head (at the working scale, then its residual upsampled to full
     resolution); deployed with int8 weights and float activations."""
 
-    def __init__(self, in_channels: int = 16, work_scale: int = 1) -> None:
+    def __init__(self, in_channels: int = 16, work_scale: int = 1, width: float = 1.0) -> None:
         super().__init__()
         self.upsample = (nn.Upsample(scale_factor=work_scale, mode="bilinear",
                                      align_corners=False) if work_scale > 1 else nn.Identity())
-        self.conv1 = nn.Conv2d(in_channels, 12, 3, padding=1)
-        self.norm1 = InstanceNorm2d(12)
-        self.conv2 = nn.Conv2d(12, 6, 1)
-        self.norm2 = InstanceNorm2d(6)
-        self.conv3 = nn.Conv2d(6, 3, 1, bias=False)
+        hidden1, hidden2 = make_divisible(12 * width, 4), make_divisible(6 * width, 2)
+        self.conv1 = nn.Conv2d(in_channels, hidden1, 3, padding=1)
+        self.norm1 = InstanceNorm2d(hidden1)
+        self.conv2 = nn.Conv2d(hidden1, hidden2, 1)
+        self.norm2 = InstanceNorm2d(hidden2)
+        self.conv3 = nn.Conv2d(hidden2, 3, 1, bias=False)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -342,7 +354,7 @@ class MQNet(nn.Module):
         # input is quantized after pooling, at the working scale.
         self.pool = nn.AvgPool2d(scale) if scale > 1 else nn.Identity()
         self.backbone = MQNetBackbone(self.config)
-        self.head = MQNetHead(self.backbone.out_channels, scale)
+        self.head = MQNetHead(self.backbone.out_channels, scale, self.config.head_width)
         self.output = OutputTransform(self.config.output_transform,
                                       self.config.residual_deadzone, self.config.highlight_gate)
 
