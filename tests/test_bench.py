@@ -58,6 +58,12 @@ def test_two_models_side_by_side(models):
         assert row.session_s is not None and row.session_s >= 0
         assert row.peak_rss_mb is not None and row.peak_rss_mb >= row.baseline_rss_mb > 10
     assert rows[0].ratio_to_first == 1.0 and rows[1].ratio_to_first > 0
+    # per-round ratios pair each run with the first model's run of the same round
+    paired = np.asarray(rows[1].times_ms) / np.asarray(rows[0].times_ms)
+    assert rows[0].round_ratio_median == 1.0 and rows[0].round_ratio_iqr == [1.0, 1.0]
+    assert rows[1].round_ratio_median == pytest.approx(np.median(paired), abs=1e-3)
+    low, high = rows[1].round_ratio_iqr
+    assert low <= rows[1].round_ratio_median <= high
     assert rows[1].session_options == {"disabled_optimizers": ["NchwcTransformer"]}
 
 
@@ -69,6 +75,7 @@ def test_sequential_mode_times_every_model_and_measures_fidelity(models):
             for mode in (False, True)}
     for row in rows[True]:
         assert row.status == "ok" and len(row.times_ms) == 3 and row.median_ms > 0
+        assert row.round_ratio_median is None  # timed one model at a time: no rounds to pair
     # the same models on the same image: the same 10-bit fidelity, whichever the mode
     assert rows[True][1].fidelity == rows[False][1].fidelity
     assert rows[True][1].fidelity["reference"] == "small" and not rows[True][0].fidelity
@@ -94,6 +101,8 @@ def test_cli_json_table_chart_and_fidelity(models, runner, tmp_path):
     data = json.loads(result.stdout)
     assert [r["label"] for r in data["rows"]] == ["small", "wide"]
     assert data["rows"][1]["fidelity"]["psnr_10bit_db"] > 0  # a different model: finite PSNR
+    wide = data["rows"][1]
+    assert wide["round_ratio_median"] > 0 and len(wide["round_ratio_iqr"]) == 2
     assert data["rows"][0]["peak_rss_mb"] is None
     with Image.open(chart) as image:
         assert image.format == "PNG" and image.width > 500
@@ -101,6 +110,7 @@ def test_cli_json_table_chart_and_fidelity(models, runner, tmp_path):
                                  "--no-memory", "--no-chart"])
     assert human.exit_code == 0, human.output
     assert "median ms" in human.output and "small" in human.output
+    assert "per round [IQR]" in human.output
 
 
 def test_unavailable_provider_is_reported_not_raised(models, runner):

@@ -4,11 +4,13 @@ Protocol (so that the numbers of different models can be compared on a shared, n
 machine): all models are loaded in one process; after ``warmup`` runs each, ``runs``
 rounds are timed in which every model runs once, in an order rotated every round, so
 that drifts in machine load hit all models alike. Reported: min, median and p90 of the
-per-run wall time, and the median's ratio to the first model's. Peak RSS is measured in
-a fresh child process per model (``_child.py``: session creation plus two runs), since
-one process holding every model could not tell them apart. Each model runs with the ONNX
-Runtime settings its metadata recommends (``itm_onnx.session_options``; see
-``itm_onnx.runner.build_session_options``), except ``threads``, which the benchmark sets.
+per-run wall time, the median's ratio to the first model's, and the median and
+interquartile range of the per-round ratios (how far that ratio moves with the load).
+Peak RSS is measured in a fresh child process per model (``_child.py``: session creation
+plus two runs), since one process holding every model could not tell them apart. Each
+model runs with the ONNX Runtime settings its metadata recommends
+(``itm_onnx.session_options``; see ``itm_onnx.runner.build_session_options``), except
+``threads``, which the benchmark sets.
 
 Execution providers a build does not have are reported as such, with where to get them.
 """
@@ -114,6 +116,12 @@ class Row:
     median_ms: float | None = None
     p90_ms: float | None = None
     ratio_to_first: float | None = None
+    # Per timed round (alternating mode only: each round runs every model once, back to
+    # back), this model's time over the first model's: median and interquartile range.
+    # Load that drifts between rounds cancels within a round, so the range says how far
+    # the median's ratio can be trusted on a shared machine.
+    round_ratio_median: float | None = None
+    round_ratio_iqr: list[float] | None = None
     session_s: float | None = None
     peak_rss_mb: float | None = None
     baseline_rss_mb: float | None = None
@@ -318,7 +326,22 @@ def _bench_group(config: BenchConfig, provider: str, ep: str, size: tuple[int, i
     for row in rows:
         if row.median_ms and first:
             row.ratio_to_first = round(row.median_ms / first, 3)
+    if not config.sequential:
+        _round_ratios(rows)
     return rows
+
+
+def _round_ratios(rows: list[Row]) -> None:
+    """Fill each row's per-round ratio to the first timed row (see :class:`Row`)."""
+    reference = next((r for r in rows if r.times_ms), None)
+    if reference is None:
+        return
+    base = np.asarray(reference.times_ms)
+    for row in rows:
+        if len(row.times_ms) == len(base):
+            ratios = np.asarray(row.times_ms) / base
+            row.round_ratio_median = round(float(np.median(ratios)), 3)
+            row.round_ratio_iqr = [round(float(q), 3) for q in np.percentile(ratios, [25, 75])]
 
 
 def _runnable(row: Row, spec: ModelSpec, size: tuple[int, int], provider: str) -> bool:

@@ -20,14 +20,22 @@ def _fmt(value, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _round_text(row: Row) -> str:
+    if row.round_ratio_median is None or not row.round_ratio_iqr:
+        return "-"
+    low, high = row.round_ratio_iqr
+    return f"{row.round_ratio_median:.3f} [{low:.3f}-{high:.3f}]"
+
+
 def print_table(rows: list[Row]) -> None:
-    header = ("model", "size", "ep", "min ms", "median ms", "p90 ms", "x first", "CPU ms",
+    header = ("model", "size", "ep", "min ms", "median ms", "p90 ms", "x first",
+              "per round [IQR]", "CPU ms",
               "session s", "peak RSS MB", "PSNR dB", "<=1 code", "<=4 codes")
     lines = []
     for r in rows:
         f = r.fidelity
         lines.append((r.label, r.size, r.ep, _fmt(r.min_ms), _fmt(r.median_ms), _fmt(r.p90_ms),
-                      _fmt(r.ratio_to_first, ".3f"), _fmt(r.cpu_median_ms, ".0f"),
+                      _fmt(r.ratio_to_first, ".3f"), _round_text(r), _fmt(r.cpu_median_ms, ".0f"),
                       _fmt(r.session_s, ".2f"),
                       _fmt(r.peak_rss_mb, ".0f"), _fmt(f.get("psnr_10bit_db"), ".2f"),
                       _fmt(100 * f["within_1_code"], ".2f") + "%" if f else "-",
@@ -41,6 +49,9 @@ def print_table(rows: list[Row]) -> None:
     if reference:
         click.echo(f"fidelity: against {reference} on held-out images, output as 10-bit codes "
                    "round(y*1023)")
+    if any(r.round_ratio_median is not None for r in rows[1:]):
+        click.echo("per round: each timed round runs every model once, back to back; the "
+                   "median and interquartile range of its time over the first model's")
     if any(r.cpu_median_ms for r in rows):
         click.echo("CPU ms: median CPU time of all threads per run (the work done; less "
                    "sensitive than wall time to other load on a shared machine)")
