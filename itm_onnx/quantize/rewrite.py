@@ -317,7 +317,7 @@ def float_photo_tail(model: onnx.ModelProto) -> list[str]:
     NCHWc conv. Float, ``Conv_a`` runs at half resolution in NCHWc, ONNX Runtime upsamples
     in NCHWc, ``Conv_b`` reads the float photo directly and accumulates the sum with its
     ReLU fused, and the head's first conv takes the result without a reorder: measured at
-    1088x1920 on 2 threads, ~80 ms less (README, "where the time goes"). Only the
+    1088x1920 on 2 threads, ~80 ms less (docs/performance.md, "Where the time goes"). Only the
     half-resolution input of ``Conv_a`` is dequantized.
 
     Applied only when that layer is such a split (convs joined by Add/Relu/Resize, with at
@@ -369,7 +369,8 @@ def float_skip_fuse(model: onnx.ModelProto) -> list[str]:
     it is int8. With ``rewrite_head.sum_into_nchwc_conv`` (``--mixed``), measured at
     1088x1920 on 2 threads in ORT's per-node profile: ~40 ms of half-resolution work
     (Resize 8, QLinearConcat 20, dequantize and reorder 12) became ~30 (int8 skip conv 4,
-    dequantize and reorder 13, upsample 5, summing conv 5; README, "where the time goes").
+    dequantize and reorder 13, upsample 5, summing conv 5; docs/performance.md, "Where the
+    time goes").
 
     Exact in real arithmetic (the split); it changes what ``--mixed`` quantizes: one
     int8 tensor fewer (the concat), a new one (``Conv_b``'s output), float where it was
