@@ -25,7 +25,7 @@ def test_variants_stay_in_published_size(name):
 
 
 def test_decoder_width_widens_only_below_full_resolution():
-    """The capacity probe's knob (models/README.md): the full-resolution fusion and the
+    """The capacity probe's knob (docs/real-light.md): the full-resolution fusion and the
     head keep the released shapes, so the shipped head fits a wider decoder."""
     wide, released = create_model("mqnet", decoder_width=2.0), create_model("mqnet")
     assert n_params(wide) > n_params(released)
