@@ -94,6 +94,96 @@ def test_cmyk_is_converted(tmp_path):
     assert any("CMYK" in note for note in loaded.notes)
 
 
+# --- colour profiles ----------------------------------------------------------------------
+
+# Display P3's primaries, Bradford-adapted to the ICC's D50 (as in Apple's profile), with
+# a plain gamma 2.2 curve so that the expected values below are easy to compute.
+P3_COLORANTS_D50 = ((0.515102, 0.241182, -0.001050), (0.291965, 0.692236, 0.041882),
+                    (0.157153, 0.066582, 0.784378))
+# Linear Display P3 -> linear sRGB (both D65; standard matrix).
+P3_TO_SRGB = np.array([[1.2249401, -0.2249404, 0.0], [-0.0420569, 1.0420571, 0.0],
+                       [-0.0196376, -0.0786361, 1.0982735]])
+
+
+def _icc_v2_rgb_profile(name: str, colorants, gamma: float) -> bytes:
+    """A minimal ICC v2 matrix/TRC display profile (the kind phones embed)."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    ascii_name = name.encode() + b"\0"
+    desc = (b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name
+            + bytes(8) + bytes(3) + bytes(67))
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
+            (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])),
+            (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntr"
+              + b"RGB " + b"XYZ " + bytes(12) + b"acsp" + bytes(24) + struct.pack(">I", 0)
+              + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear,
+                    1.055 * linear ** (1 / 2.4) - 0.055) * 255
+
+
+def test_display_p3_photo_is_converted_to_srgb(tmp_path):
+    """A P3-tagged photo's colours are converted, not taken as sRGB (muted colours)."""
+    profile = _icc_v2_rgb_profile("Test P3 gamma 2.2", P3_COLORANTS_D50, 2.2)
+    path = _save(tmp_path, "p3.png", Image.fromarray(RGB), icc_profile=profile)
+    loaded = load_ldr(path)
+    expected = _srgb_encode(((RGB / 255.0) ** 2.2) @ P3_TO_SRGB.T)
+    np.testing.assert_allclose(loaded.rgb.astype(float), expected, atol=1.0)
+    assert np.abs(loaded.rgb.astype(int) - RGB.astype(int)).max() > 10  # it did something
+    assert "converted from its embedded ICC profile 'Test P3 gamma 2.2' to sRGB" in loaded.notes
+
+
+def test_display_p3_rgba_keeps_the_alpha_note(tmp_path):
+    profile = _icc_v2_rgb_profile("Test P3 gamma 2.2", P3_COLORANTS_D50, 2.2)
+    rgba = np.dstack([RGB, np.full(RGB.shape[:2], 128, np.uint8)])
+    loaded = load_ldr(_save(tmp_path, "p3a.png", Image.fromarray(rgba), icc_profile=profile))
+    expected = _srgb_encode(((RGB / 255.0) ** 2.2) @ P3_TO_SRGB.T)
+    np.testing.assert_allclose(loaded.rgb.astype(float), expected, atol=1.0)
+    assert any(note.startswith("alpha dropped") for note in loaded.notes)
+
+
+def test_srgb_profile_leaves_pixels_exact(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    loaded = load_ldr(_save(tmp_path, "s.png", Image.fromarray(RGB), icc_profile=srgb))
+    np.testing.assert_array_equal(loaded.rgb, RGB)
+    assert loaded.notes == []
+
+
+def test_unreadable_profile_is_noted_and_pixels_kept(tmp_path):
+    loaded = load_ldr(_save(tmp_path, "bad.png", Image.fromarray(RGB),
+                            icc_profile=b"not an ICC profile"))
+    np.testing.assert_array_equal(loaded.rgb, RGB)
+    assert loaded.notes == ["embedded ICC profile unreadable: pixels taken as sRGB"]
+
+
+def test_rgb_profile_on_grey_pixels_is_noted(tmp_path):
+    profile = _icc_v2_rgb_profile("Test P3 gamma 2.2", P3_COLORANTS_D50, 2.2)
+    grey = RGB[..., 0]
+    loaded = load_ldr(_save(tmp_path, "g.png", Image.fromarray(grey), icc_profile=profile))
+    np.testing.assert_array_equal(loaded.rgb, np.repeat(grey[..., None], 3, axis=2))
+    assert any("does not fit L pixels" in note for note in loaded.notes)
+
+
 def test_sixteen_bit_rgb_png_is_noted(tmp_path):
     codes = RNG.integers(0, 65536, (5, 6, 3)).astype(np.uint16)
     path = tmp_path / "c16.png"

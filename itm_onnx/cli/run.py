@@ -79,7 +79,8 @@ def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, provid
     """Turn LDR photos (files and/or folders) into HDR images with an ONNX model.
 
     Inputs: PNG, JPEG and anything else Pillow decodes, any size and mode (grey,
-    palette, alpha, 16-bit: converted to 8-bit RGB, and said so in --json `notes`).
+    palette, alpha, 16-bit: converted to 8-bit RGB; an embedded ICC profile such as
+    Display P3 converted to sRGB; each said so in --json `notes`).
     Folders are read non-recursively; their files without an image suffix are ignored.
 
     \b

@@ -14,6 +14,7 @@ which :func:`load_ldr` notes.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import struct
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..utils.atomic import atomic_output
 
@@ -110,8 +111,9 @@ def load_ldr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
 
     The whole file is decoded here (not lazily), so corrupt and truncated files fail
     now, with their name, and never reach the model padded with grey. Handles EXIF
-    orientation, palette, grey, alpha, 1-bit, CMYK and 16-bit grey inputs; see
-    ``LoadedImage.notes`` for what was done to a given file.
+    orientation, embedded ICC profiles (converted to sRGB), palette, grey, alpha, 1-bit,
+    CMYK and 16-bit grey inputs; see ``LoadedImage.notes`` for what was done to a given
+    file.
     """
     p = check_input_file(path)
     with _open_image(p) as im:
@@ -121,9 +123,12 @@ def load_ldr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
         if frames > 1:
             notes.append(f"first of {frames} frames used")
         _decode_fully(im, p)
+        icc_profile = im.info.get("icc_profile")  # the rotated copy below does not keep it
         im, orientation_notes = _apply_exif_orientation(im, p)
+        im, colour_notes = _to_srgb(im, icc_profile)
         rgb, mode_notes = _to_rgb8(im, p)
-    return LoadedImage(rgb=rgb, path=p, notes=notes + orientation_notes + mode_notes)
+    return LoadedImage(rgb=rgb, path=p,
+                       notes=notes + orientation_notes + colour_notes + mode_notes)
 
 
 @contextlib.contextmanager
@@ -195,11 +200,49 @@ def _apply_exif_orientation(im: Image.Image, path: Path) -> tuple[Image.Image, l
     return rotated, [f"EXIF orientation {orientation} applied"]
 
 
+# Modes whose pixels an embedded profile of each ICC colour space can describe, and the
+# mode LittleCMS writes them to (RGBA keeps its alpha for _to_rgb8 to drop and note).
+_PROFILE_MODES = {("RGB", "RGB"): "RGB", ("RGB", "RGBA"): "RGBA", ("CMYK", "CMYK"): "RGB",
+                  ("GRAY", "L"): "RGB"}
+
+
+def _to_srgb(im: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, list[str]]:
+    """Convert pixels from their embedded ICC profile to sRGB, the network's colour space.
+
+    Phone photos often carry Display P3 (or Adobe RGB) profiles: taken as sRGB, their
+    colours would come out muted in every output. Pillow's LittleCMS binding converts
+    them with the relative colorimetric intent; colours outside sRGB clip to its gamut,
+    which is all that an 8-bit sRGB input can hold. Profiles named sRGB are left alone
+    so that sRGB photos stay bit-exact; a profile that cannot be read or applied is
+    noted and the pixels are taken as sRGB, as a viewer without colour management would.
+    """
+    if not icc_profile:
+        return im, []
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        name = " ".join((profile.profile.profile_description or "").split()) or "unnamed"
+        space = profile.profile.xcolor_space.strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im, ["embedded ICC profile unreadable: pixels taken as sRGB"]
+    if "srgb" in name.lower():
+        return im, []
+    out_mode = _PROFILE_MODES.get((space, im.mode))
+    if out_mode is None:
+        return im, [f"embedded ICC profile {name!r} ({space}) does not fit {im.mode} pixels: "
+                    "taken as sRGB"]
+    try:
+        converted = ImageCms.profileToProfile(
+            im, profile, ImageCms.createProfile("sRGB"),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        return im, [f"embedded ICC profile {name!r} could not be applied ({exc}): "
+                    "taken as sRGB"]
+    return converted, [f"converted from its embedded ICC profile {name!r} to sRGB"]
+
+
 def _to_rgb8(im: Image.Image, path: Path) -> tuple[np.ndarray, list[str]]:
     """Convert any supported mode to HxWx3 uint8, describing each decision."""
-    notes = (
-        ["embedded ICC profile ignored (pixels taken as sRGB)"] if "icc_profile" in im.info else []
-    )
+    notes: list[str] = []
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         return _sixteen_bit_grey_to_rgb8(np.asarray(im), mode, path), notes + [
