@@ -16,7 +16,14 @@ from typing import Any
 
 from PIL import Image
 
-from .data.images import DEFAULT_MAX_PIXELS, ImageError, load_ldr, save_png8
+from .data.images import (
+    DEFAULT_MAX_PIXELS,
+    HEIF_SUFFIXES,
+    ImageError,
+    heif_available,
+    load_ldr,
+    save_png8,
+)
 from .display import (
     BROWSER_IMAGE_SUFFIXES,
     DEFAULT_PEAK_NITS,
@@ -114,8 +121,13 @@ def choose_formats(requested: Sequence[str] | None, encoding: str | None) -> lis
 
 
 def image_suffixes() -> frozenset[str]:
-    """File suffixes Pillow can decode: what a folder is scanned for."""
-    return frozenset(Image.registered_extensions())
+    """File suffixes Pillow can decode, and HEIF's: what a folder is scanned for.
+
+    HEIF's are always in, so that a folder of iPhone photos without the optional reader
+    fails per file with the install hint instead of being skipped in silence.
+    """
+    heif_available()  # registers the HEIF suffixes with Pillow when pillow-heif is there
+    return frozenset(Image.registered_extensions()) | HEIF_SUFFIXES
 
 
 def collect_inputs(inputs: Sequence[Path]) -> tuple[list[Path], list[str]]:

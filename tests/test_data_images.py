@@ -6,6 +6,8 @@ import os
 import pickle
 import stat
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -14,12 +16,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from itm_onnx.data.images import (
+    HEIF_HINT,
     ImageError,
+    heif_available,
     iter_images,
     load_ldr,
     save_png8,
     save_png16,
 )
+from itm_onnx.run_batch import image_suffixes
 from itm_onnx.utils.atomic import atomic_output
 
 RNG = np.random.default_rng(7)
@@ -182,6 +187,53 @@ def test_rgb_profile_on_grey_pixels_is_noted(tmp_path):
     loaded = load_ldr(_save(tmp_path, "g.png", Image.fromarray(grey), icc_profile=profile))
     np.testing.assert_array_equal(loaded.rgb, np.repeat(grey[..., None], 3, axis=2))
     assert any("does not fit L pixels" in note for note in loaded.notes)
+
+
+# --- HEIC/HEIF (pillow-heif, in the test extra) ----------------------------------------
+
+
+def test_heic_photo_is_read_with_its_profile_and_orientation(tmp_path):
+    pytest.importorskip("pillow_heif")
+    assert heif_available()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    profile = _icc_v2_rgb_profile("Test P3 gamma 2.2", P3_COLORANTS_D50, 2.2)
+    path = _save(tmp_path, "IMG_0001.HEIC", Image.fromarray(RGB), exif=exif.tobytes(),
+                 icc_profile=profile)
+    loaded = load_ldr(path)
+    assert loaded.rgb.shape == (16, 12, 3)  # rotated as the phone shows it
+    assert "EXIF orientation 6 applied by the HEIF decoder" in loaded.notes
+    assert "converted from its embedded ICC profile 'Test P3 gamma 2.2' to sRGB" in loaded.notes
+    assert ".heic" in image_suffixes()
+
+
+def test_ten_bit_heic_is_noted(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    codes = RGB.astype(np.uint16) * 257
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(16, 12), data=codes.tobytes())
+    path = tmp_path / "hdr.heic"
+    heif.save(path, quality=-1)
+    loaded = load_ldr(path)
+    assert loaded.rgb.shape == (12, 16, 3)
+    assert "10-bit HEIF reduced to 8 bit by the decoder" in loaded.notes
+
+
+def test_heic_without_the_extra_says_how_to_get_it(tmp_path):
+    """Without pillow-heif a HEIC fails with the install hint, and folders still list it."""
+    pytest.importorskip("pillow_heif")
+    assert heif_available()
+    path = _save(tmp_path, "photo.heic", Image.fromarray(RGB))
+    script = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from itm_onnx.data.images import ImageError, load_ldr\n"
+        "from itm_onnx.run_batch import image_suffixes\n"
+        "assert '.heic' in image_suffixes()\n"
+        f"try: load_ldr({str(path)!r})\n"
+        "except ImageError as exc: print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == f"{path}: HEIC/HEIF photo: {HEIF_HINT}"
 
 
 def test_sixteen_bit_rgb_png_is_noted(tmp_path):

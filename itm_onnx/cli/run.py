@@ -78,7 +78,8 @@ def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, provid
                 max_pixels, tile_overlap, as_json):
     """Turn LDR photos (files and/or folders) into HDR images with an ONNX model.
 
-    Inputs: PNG, JPEG and anything else Pillow decodes, any size and mode (grey,
+    Inputs: PNG, JPEG, AVIF and anything else Pillow decodes (HEIC/HEIF with the
+    optional pillow-heif: pip install 'itm-onnx[heif]'), any size and mode (grey,
     palette, alpha, 16-bit: converted to 8-bit RGB; an embedded ICC profile such as
     Display P3 converted to sRGB; each said so in --json `notes`).
     Folders are read non-recursively; their files without an image suffix are ignored.

@@ -14,6 +14,7 @@ which :func:`load_ldr` notes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -131,14 +132,49 @@ def load_ldr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
                        notes=notes + orientation_notes + colour_notes + mode_notes)
 
 
+# HEIF still images (the iPhone's default photo format): suffixes, and the ISO BMFF
+# 'ftyp' major brands that mark a file as one whatever its name.
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+                          b"msf1"})
+HEIF_HINT = "reading it needs the optional pillow-heif: pip install 'itm-onnx[heif]'"
+
+
+@functools.cache
+def heif_available() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow (once); False without the extra.
+
+    Optional because its wheel bundles libheif, libde265 and x265 (LGPL/GPL), which an
+    integrator may not want pulled in by an Apache-licensed toolkit.
+    """
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _looks_like_heif(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
 @contextlib.contextmanager
 def _open_image(path: Path) -> Iterator[Image.Image]:
     """Open lazily (header only), mapping Pillow's refusals to ImageError."""
+    heif = heif_available()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
     except UnidentifiedImageError:
+        if not heif and _looks_like_heif(path):
+            raise ImageError(f"HEIC/HEIF photo: {HEIF_HINT}", path) from None
         raise ImageError(
             "not an image Pillow can identify (unknown or damaged format)", path
         ) from None
@@ -173,6 +209,9 @@ def _sixteen_bit_rgb_notes(im: Image.Image) -> list[str]:
     raw_modes = [_raw_mode(tile.args) for tile in im.tile]
     if im.mode in ("RGB", "RGBA") and any(";16" in m for m in raw_modes):
         return ["16-bit RGB reduced to 8 bit by keeping the high byte"]
+    depth = im.info.get("bit_depth")  # pillow-heif decodes 10- and 12-bit HEIF to 8 bit
+    if im.mode in ("RGB", "RGBA") and isinstance(depth, int) and depth > 8:
+        return [f"{depth}-bit HEIF reduced to 8 bit by the decoder"]
     return []
 
 
@@ -187,6 +226,10 @@ def _raw_mode(args: object) -> str:
 
 def _apply_exif_orientation(im: Image.Image, path: Path) -> tuple[Image.Image, list[str]]:
     """Rotate/flip to the EXIF orientation, as viewers show the photo."""
+    # pillow-heif applies a HEIF's rotation itself and resets the EXIF tag to 1.
+    decoded = im.info.get("original_orientation")
+    if decoded not in (None, 1):
+        return im, [f"EXIF orientation {decoded} applied by the HEIF decoder"]
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     except _DECODE_ERRORS:
