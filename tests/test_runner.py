@@ -13,6 +13,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import onnx
 import pytest
@@ -27,7 +28,6 @@ from itm_onnx.onnx_meta import write_model_metadata
 from itm_onnx.runner import Geometry, plan_axis
 
 from .test_cli import assert_one_line_error
-from .test_data_images import _decode_png16
 
 RNG = np.random.default_rng(5)
 SCALE, OFFSET = 0.8, 0.1
@@ -102,7 +102,7 @@ def test_odd_size_round_trip_all_formats(runner, models, tmp_path):
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["odd.exr", "odd.hdr", "odd.png"]
-    codes = _decode_png16((out / "odd.png").read_bytes())
+    codes = imagecodecs.png_decode((out / "odd.png").read_bytes())
     assert codes.shape == (333, 517, 3) and codes.max() <= 1023
     np.testing.assert_array_equal(codes, expected_codes(rgb))  # padding cropped off exactly
     y = SCALE * rgb / 255.0 + OFFSET
@@ -165,7 +165,7 @@ def test_cli_odd_size_with_real_mqnet(runner, tiny_export, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["formats"] == ["png16", "exr"]  # auto: the model names its encoding
-    codes = _decode_png16((tmp_path / "out" / "odd.png").read_bytes())
+    codes = imagecodecs.png_decode((tmp_path / "out" / "odd.png").read_bytes())
     assert codes.shape == (333, 517, 3) and codes.max() <= 1023
     assert read_hdr(tmp_path / "out" / "odd.exr").shape == (333, 517, 3)
 
@@ -192,9 +192,9 @@ def test_image_modes_are_converted_and_noted(runner, models, tmp_path):
     assert any("16-bit grey" in n for n in done["grey16.png"]["notes"])
     assert any("16-bit RGB" in n for n in done["rgb16.png"]["notes"])
     for name in done:
-        codes = _decode_png16((tmp_path / "out" / name).read_bytes())
+        codes = imagecodecs.png_decode((tmp_path / "out" / name).read_bytes())
         assert codes.shape == (37, 45, 3)
-    grey_codes = _decode_png16((tmp_path / "out" / "grey.png").read_bytes())
+    grey_codes = imagecodecs.png_decode((tmp_path / "out" / "grey.png").read_bytes())
     np.testing.assert_array_equal(grey_codes, expected_codes(np.repeat(rgb[..., :1], 3, 2)))
 
 
@@ -311,7 +311,7 @@ def test_model_without_metadata_works_with_one_notice(runner, models, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr.count("has no itm-onnx metadata") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
-    np.testing.assert_array_equal(_decode_png16((tmp_path / "out" / "a.png").read_bytes()),
+    np.testing.assert_array_equal(imagecodecs.png_decode((tmp_path / "out" / "a.png").read_bytes()),
                                   expected_codes(rgb))
     result = run_cli(runner, "-m", models["bare"], tmp_path / "a.png", "-o", tmp_path / "out",
                      "--format", "exr")
