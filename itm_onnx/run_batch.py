@@ -34,7 +34,13 @@ from .display import (
     write_page,
 )
 from .errors import ItmOnnxError, UsageError
-from .runner import FORMATS, LINEAR_FORMATS, TILE_OVERLAP_FRACTION, Runner
+from .runner import (
+    DEFAULT_MAX_TILE_PIXELS,
+    FORMATS,
+    LINEAR_FORMATS,
+    TILE_OVERLAP_FRACTION,
+    Runner,
+)
 from .utils.progress import track
 
 # --- the batch job: itm-onnx run --------------------------------------------------------
@@ -53,6 +59,7 @@ class RunConfig:
     threads: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard, checked before decoding
     overlap_fraction: float = TILE_OVERLAP_FRACTION
+    max_tile_pixels: int = DEFAULT_MAX_TILE_PIXELS  # dynamic models: tile photos above this
     peak_nits: float = DEFAULT_PEAK_NITS  # display formats: highlights roll off to this
     html: Path | None = None  # before/after page of every input beside its display outputs
 
@@ -164,7 +171,8 @@ def run_model(config: RunConfig, log: Callable[[str], None] = lambda _: None) ->
     started = time.perf_counter()
     peak_nits = check_peak_nits(config.peak_nits)
     files, ignored = collect_inputs(config.inputs)
-    runner = Runner(config.model, config.providers, config.threads, config.overlap_fraction)
+    runner = Runner(config.model, config.providers, config.threads, config.overlap_fraction,
+                    max_tile_pixels=config.max_tile_pixels)
     formats = choose_formats(config.formats, runner.encoding)
     check_encoders(formats)  # a missing encoder fails before any file is written
     output_dir = Path(config.output_dir)

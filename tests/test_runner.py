@@ -141,6 +141,35 @@ def test_dynamic_axes_pad_to_the_multiple():
     assert (rows.padded, cols.padded, rows.starts, cols.starts) == (352, 544, (0,), (0,))
 
 
+@pytest.mark.parametrize(("height", "width"), [(333, 517), (3024, 4032), (6048, 8064),
+                                               (200, 9000)])
+def test_dynamic_axes_tile_above_the_pixel_budget(height, width):
+    """Big photos on a dynamic model: tiles within the budget, sides multiples of 32,
+    covering the photo; photos within the budget still run whole."""
+    budget = 4096 * 3072
+    rows, cols = Geometry((None, None), 32, max_tile_pixels=budget).plan(height, width)
+    whole = -(-height // 32) * 32 * (-(-width // 32) * 32) <= budget
+    assert (len(rows.starts) * len(cols.starts) == 1) == whole
+    assert rows.tile % 32 == 0 and cols.tile % 32 == 0 and rows.tile * cols.tile <= budget
+    for plan, length in ((rows, height), (cols, width)):
+        assert plan.starts[0] == 0 and plan.starts[-1] + plan.tile == plan.padded >= length
+    never = Geometry((None, None), 32, max_tile_pixels=0).plan(height, width)
+    assert len(never[0].starts) == len(never[1].starts) == 1
+
+
+def test_dynamic_model_tiled_over_budget_gives_the_whole_image_result(models, tmp_path):
+    """The affine model is pointwise, so tiles cross-faded must reproduce it exactly."""
+    runner = Runner(models["dynamic"], max_tile_pixels=64 * 96)
+    rgb = RNG.integers(0, 256, (100, 230, 3), dtype=np.uint8)
+    rows, cols = runner.geometry.plan(100, 230)
+    assert len(rows.starts) * len(cols.starts) > 1 and rows.tile * cols.tile <= 64 * 96
+    np.testing.assert_array_equal(runner.to_codes(runner.predict(rgb)), expected_codes(rgb))
+    assert not runner.session.get_session_options().enable_mem_pattern  # dynamic: off
+    assert Runner(models["fixed"]).session.get_session_options().enable_mem_pattern
+    with pytest.raises(UsageError, match="max tile pixels"):
+        Runner(models["dynamic"], max_tile_pixels=-1)
+
+
 def test_real_mqnet_tiles_blend_between_the_tile_outputs(tiny_export):
     """100 px wide on a 64 px model: tiles at x = 0 and x = 36. Where one tile alone
     covers the image the output is that tile's; in the overlap it lies between both."""

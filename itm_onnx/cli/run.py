@@ -10,7 +10,7 @@ from ..data.images import DEFAULT_MAX_PIXELS
 from ..display import DEFAULT_PEAK_NITS, MAX_PEAK_NITS, MIN_PEAK_NITS
 from ..errors import ItmOnnxError
 from ..run_batch import RunConfig, RunReport, run_model
-from ..runner import FORMATS, TILE_OVERLAP_FRACTION
+from ..runner import DEFAULT_MAX_TILE_PIXELS, FORMATS, TILE_OVERLAP_FRACTION
 from .common import emit, json_option, progress
 
 # Options `itm-onnx validate` (and later stages) share with `run`.
@@ -70,12 +70,16 @@ def print_run_report(report: RunReport) -> None:
 @max_pixels_option
 @click.option("--tile-overlap", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               default=TILE_OVERLAP_FRACTION, show_default=True,
-              help="Fixed-shape models: least overlap of neighbouring tiles, as a share of "
-                   "the tile side.")
+              help="Least overlap of neighbouring tiles, as a share of the tile side.")
+@click.option("--max-tile-pixels", type=click.IntRange(min=0),
+              default=DEFAULT_MAX_TILE_PIXELS, show_default=True,
+              help="Dynamic models: run photos with more pixels than this in overlapping "
+                   "tiles of at most this many (ORT's memory grows with the input: ~650 "
+                   "bytes per pixel for the fp32 export); 0 runs every photo whole.")
 @json_option
 @click.pass_context
 def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, providers, threads,
-                max_pixels, tile_overlap, as_json):
+                max_pixels, tile_overlap, max_tile_pixels, as_json):
     """Turn LDR photos (files and/or folders) into HDR images with an ONNX model.
 
     Inputs: PNG, JPEG, AVIF and anything else Pillow decodes (HEIC/HEIF with the
@@ -100,7 +104,8 @@ def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, provid
 
     \b
     Sizes: output size = input size, always.
-      dynamic model: reflect-pad bottom/right to the required multiple (32), run, crop
+      dynamic model: reflect-pad bottom/right to the required multiple (32), run, crop;
+                     above --max-tile-pixels, overlapping tiles as for a fixed model
       fixed model:   a side that fits is reflect-padded to the model's side; a longer
                      side is tiled with overlapping tiles cross-faded linearly
                      (no resizing: resolution is what 10-bit output is for)
@@ -121,7 +126,8 @@ def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, provid
             model=model, inputs=tuple(inputs), output_dir=output_dir,
             formats=None if formats.strip().lower() == "auto" else split_list(formats),
             providers=split_list(providers), threads=threads, max_pixels=max_pixels,
-            overlap_fraction=tile_overlap, peak_nits=peak_nits, html=html,
+            overlap_fraction=tile_overlap, max_tile_pixels=max_tile_pixels,
+            peak_nits=peak_nits, html=html,
         ),
         log=progress,
     )
