@@ -131,7 +131,7 @@ def _srgb_decode(v: np.ndarray) -> np.ndarray:
 
 
 # All 256 8-bit codes decoded once: indexing gives the formula's float64 values, bit for
-# bit, 4 x faster (a 12 MP photo: 1.0 s instead of 4.0 s of an Ultra HDR write; Zen 4).
+# bit, in 0.1 s for a 12 MP photo against 0.5 s (2.2 s on a first call; Zen 4).
 _SRGB8_TO_LINEAR = _srgb_decode(np.arange(256, dtype=np.float64) / 255.0)
 
 
