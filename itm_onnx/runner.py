@@ -22,10 +22,11 @@ Sizes (the rules ``itm-onnx run --help`` documents):
   photo tiled is not bit-for-bit what a dynamic model would give on the whole photo.
   Export a dynamic model (or one at the photo's size) when that matters.
 * Dynamic models are tiled too once a photo has more than ``max_tile_pixels``
-  (default ~8.4 MP, a 4K UHD frame: ``DEFAULT_MAX_TILE_PIXELS``), with tiles of at most
-  that many pixels, sides multiples of ``required_multiple``: ONNX Runtime's working
-  memory grows with the input (an fp32 MQNet export held 7.9 GB for a 12 MP photo run
-  whole), and a 48 MP phone photo run whole would not fit most machines. 0 = never.
+  (``DEFAULT_MAX_TILE_PIXELS``, 4096 x 3072, so that a 12 MP phone photo still runs
+  whole), with tiles of at most that many pixels, sides multiples of
+  ``required_multiple``: ONNX Runtime's working memory grows with the input (an fp32
+  MQNet export peaked at 6.4 GB for a 12 MP photo run whole, and at 8.2 GB for a 48 MP
+  one in 9 tiles). 0 = never.
 
 Padding is *reflect* padding (mirror without repeating the border pixel): unlike zeros or
 a constant it keeps the padded area's statistics close to the image's own, which matters

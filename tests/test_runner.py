@@ -157,7 +157,7 @@ def test_dynamic_axes_tile_above_the_pixel_budget(height, width):
     assert len(never[0].starts) == len(never[1].starts) == 1
 
 
-def test_dynamic_model_tiled_over_budget_gives_the_whole_image_result(models, tmp_path):
+def test_dynamic_model_tiled_over_budget_gives_the_whole_image_result(models):
     """The affine model is pointwise, so tiles cross-faded must reproduce it exactly."""
     runner = Runner(models["dynamic"], max_tile_pixels=64 * 96)
     rgb = RNG.integers(0, 256, (100, 230, 3), dtype=np.uint8)

@@ -74,8 +74,9 @@ def print_run_report(report: RunReport) -> None:
 @click.option("--max-tile-pixels", type=click.IntRange(min=0),
               default=DEFAULT_MAX_TILE_PIXELS, show_default=True,
               help="Dynamic models: run photos with more pixels than this in overlapping "
-                   "tiles of at most this many (ORT's memory grows with the input: ~650 "
-                   "bytes per pixel for the fp32 export); 0 runs every photo whole.")
+                   "tiles of at most this many (ORT's memory grows with the input: the fp32 "
+                   "export peaked at 6.4 GB for a 12 MP photo run whole); 0 runs every photo "
+                   "whole.")
 @json_option
 @click.pass_context
 def run_command(ctx, model, inputs, output_dir, formats, peak_nits, html, providers, threads,

@@ -120,7 +120,7 @@ def load_ldr(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXE
     p = check_input_file(path)
     with _open_image(p) as im:
         check_pixel_count(im.width, im.height, max_pixels, p)
-        notes = _sixteen_bit_rgb_notes(im)
+        notes = _bit_depth_notes(im)
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             notes.append(f"first of {frames} frames used")
@@ -205,8 +205,9 @@ def _decode_fully(im: Image.Image, path: Path) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _sixteen_bit_rgb_notes(im: Image.Image) -> list[str]:
-    """Say so when Pillow will silently keep only the high byte of 16-bit colour data."""
+def _bit_depth_notes(im: Image.Image) -> list[str]:
+    """Say so when colour data deeper than 8 bits is reduced on decoding: Pillow keeps
+    only the high byte of 16-bit RGB, pillow-heif converts 10- and 12-bit HEIF."""
     raw_modes = [_raw_mode(tile.args) for tile in im.tile]
     if im.mode in ("RGB", "RGBA") and any(";16" in m for m in raw_modes):
         return ["16-bit RGB reduced to 8 bit by keeping the high byte"]
