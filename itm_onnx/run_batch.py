@@ -236,10 +236,11 @@ def _convert_one(runner: Runner, source: Path, output_dir: Path, formats: Sequen
     image = load_ldr(source, max_pixels=max_pixels)
     height, width = image.rgb.shape[:2]
     y = runner.predict(image.rgb)
+    linear = runner.to_linear(y) if LINEAR_FORMATS.intersection(formats) else None
     written: list[Path] = []
     try:
         for name, target in zip(formats, targets, strict=True):
-            runner.write(target, y, name, image.rgb, peak_nits=peak_nits)
+            runner.write(target, y, name, image.rgb, peak_nits=peak_nits, linear=linear)
             written.append(target)
     except BaseException:
         for target in written:  # all of an input's formats or none of them

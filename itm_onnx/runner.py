@@ -518,15 +518,21 @@ class Runner:
         return encode_display(fmt, self.to_linear(y), rgb, peak_nits=peak_nits)
 
     def write(self, path: str | Path, y: np.ndarray, fmt: str, rgb: np.ndarray | None = None,
-              *, peak_nits: float = DEFAULT_PEAK_NITS) -> Path:
-        """Output -> one file of any ``FORMATS`` entry, written atomically."""
+              *, peak_nits: float = DEFAULT_PEAK_NITS, linear: np.ndarray | None = None) -> Path:
+        """Output -> one file of any ``FORMATS`` entry, written atomically.
+
+        ``linear``: ``to_linear(y)`` when the caller already has it (several formats of one
+        output decode it once: 0.6 s per format on a 12 MP photo).
+        """
         path = Path(path)
         if fmt == "png16":
             save_png16(path, self.to_codes(y))
-        elif fmt in DISPLAY_FORMATS:
-            write_display(path, fmt, self.to_linear(y), rgb, peak_nits=peak_nits)
         elif fmt in FORMATS:
-            write_hdr(path, self.to_linear(y))
+            radiance = self.to_linear(y) if linear is None else linear
+            if fmt in DISPLAY_FORMATS:
+                write_display(path, fmt, radiance, rgb, peak_nits=peak_nits)
+            else:
+                write_hdr(path, radiance)
         else:
             raise UsageError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
         return path

@@ -90,15 +90,21 @@ def linear_to_display(linear: np.ndarray, peak_nits: float = DEFAULT_PEAK_NITS) 
     (which no decoder should produce, but a broken model might) become 0.
     """
     peak = check_peak_nits(peak_nits)
-    linear = np.asarray(linear, dtype=np.float64)
+    linear = np.asarray(linear, dtype=np.float32)
     if linear.ndim != 3 or linear.shape[-1] != 3:
         raise UsageError(f"expected HxWx3 linear RGB, got shape {linear.shape}")
-    # The values of nan_to_num(maximum(x, 0)), in half the time (12 MP, warm: 0.13 s against 0.27).
-    nits = np.where(np.isfinite(linear) & (linear > 0.0), linear, 0.0) * SDR_WHITE_NITS
-    brightest = nits.max(axis=-1, keepdims=True)
-    mapped = shoulder(brightest, peak)
-    scale = np.divide(mapped, brightest, out=np.ones_like(brightest), where=brightest > 0)
-    return (nits * scale).astype(np.float32)
+    # One where for nan_to_num(maximum(x, 0)): the same values in half the time.
+    nits = np.where(np.isfinite(linear) & (linear > 0.0), linear, np.float32(0.0))
+    nits *= np.float32(SDR_WHITE_NITS)
+    # The shoulder is the identity up to SDR white, so only brighter pixels change. They
+    # are scaled in float64 (as float32, f(m) / m * x can land a rounding step above the
+    # peak, or below a darker neighbour); the rest stays float32, which halves the memory
+    # traffic of the whole-photo float64 path this replaced.
+    bright = nits.max(axis=-1) > SDR_WHITE_NITS
+    highlights = nits[bright].astype(np.float64)
+    brightest = highlights.max(axis=-1, keepdims=True)
+    nits[bright] = highlights * (shoulder(brightest, peak) / brightest)
+    return nits
 
 
 def bt709_to_bt2020(rgb: np.ndarray) -> np.ndarray:
