@@ -110,33 +110,67 @@ P3_TO_SRGB = np.array([[1.2249401, -0.2249404, 0.0], [-0.0420569, 1.0420571, 0.0
                        [-0.0196376, -0.0786361, 1.0982735]])
 
 
-def _icc_v2_rgb_profile(name: str, colorants, gamma: float) -> bytes:
-    """A minimal ICC v2 matrix/TRC display profile (the kind phones embed)."""
-    def s15(v: float) -> bytes:
-        return struct.pack(">i", round(v * 65536))
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
 
-    def xyz(v) -> bytes:
-        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
 
+def _icc_xyz(v) -> bytes:
+    return b"XYZ " + bytes(4) + b"".join(_s15(c) for c in v)
+
+
+def _icc_v2(name: str, device_class: bytes, space: bytes, tags) -> bytes:
+    """An ICC v2 profile (PCS XYZ, D50) from its class, colour space and tags."""
     ascii_name = name.encode() + b"\0"
     desc = (b"desc" + bytes(4) + struct.pack(">I", len(ascii_name)) + ascii_name
             + bytes(8) + bytes(3) + bytes(67))
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
-    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))),
-            (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])),
-            (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
-            (b"bTRC", curve)]
+    tags = [(b"desc", desc), (b"wtpt", _icc_xyz((0.9642, 1.0, 0.8249))), *tags]
     offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
     for signature, body in tags:
         body += bytes(-len(body) % 4)
         table += signature + struct.pack(">II", offset + len(data), len(body))
         data += body
     size = offset + len(data)
-    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntr"
-              + b"RGB " + b"XYZ " + bytes(12) + b"acsp" + bytes(24) + struct.pack(">I", 0)
-              + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    header = (struct.pack(">I", size) + bytes(4) + struct.pack(">I", 0x02100000)
+              + device_class + space + b"XYZ " + bytes(12) + b"acsp" + bytes(24)
+              + struct.pack(">I", 0) + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + bytes(48))
     assert len(header) == 128
     return header + struct.pack(">I", len(tags)) + table + data
+
+
+def _icc_v2_rgb_profile(name: str, colorants, gamma: float) -> bytes:
+    """A minimal ICC v2 matrix/TRC display profile (the kind phones embed)."""
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    return _icc_v2(name, b"mntr", b"RGB ", [
+        (b"rXYZ", _icc_xyz(colorants[0])), (b"gXYZ", _icc_xyz(colorants[1])),
+        (b"bXYZ", _icc_xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve),
+        (b"bTRC", curve)])
+
+
+# LittleCMS's own sRGB colorants (D50-adapted), so that a CMYK profile built on them
+# converts to sRGB without a chromatic-adaptation error.
+SRGB_COLORANTS_D50 = np.array([[0.436041, 0.222485, 0.013920], [0.385113, 0.716905, 0.097067],
+                               [0.143046, 0.060610, 0.713913]])
+
+
+def _icc_v2_cmyk_profile(name: str) -> bytes:
+    """A CMYK printer profile whose A2B0 lut (2 grid points per ink) says linear light
+    R = (2 - C - K) / 2, G = (2 - M - K) / 2, B = (2 - Y - K) / 2. Not how inks mix, but
+    affine in all four, so any interpolation LittleCMS uses is exact (a product such as
+    (1 - M)(1 - K) is not: it interpolates C linearly and M, Y, K over tetrahedra)."""
+    grid = []
+    for c in (0, 1):  # first input varies slowest
+        for m in (0, 1):
+            for y in (0, 1):
+                for k in (0, 1):
+                    linear = (2 - np.array([c, m, y]) - k) / 2
+                    xyz = linear @ SRGB_COLORANTS_D50  # rows: the R, G, B colorants
+                    grid += [round(v * 32768) for v in xyz]  # lut16 XYZ: u1Fixed15
+    identity = [_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1)]
+    ramps = struct.pack(">HH", 0, 65535)
+    lut = (b"mft2" + bytes(4) + bytes([4, 3, 2, 0]) + b"".join(identity)
+           + struct.pack(">HH", 2, 2) + ramps * 4
+           + struct.pack(f">{len(grid)}H", *grid) + ramps * 3)
+    return _icc_v2(name, b"prtr", b"CMYK", [(b"A2B0", lut)])
 
 
 def _srgb_encode(linear: np.ndarray) -> np.ndarray:
@@ -172,6 +206,26 @@ def test_srgb_profile_leaves_pixels_exact(tmp_path):
     loaded = load_ldr(_save(tmp_path, "s.png", Image.fromarray(RGB), icc_profile=srgb))
     np.testing.assert_array_equal(loaded.rgb, RGB)
     assert loaded.notes == []
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".jpg"])
+def test_cmyk_photo_goes_through_its_profile(tmp_path, suffix):
+    """CMYK files (print workflows) with a profile are converted by it, not by the naive
+    formula; JPEG also checks Pillow's handling of Adobe's inverted CMYK."""
+    inks = RNG.integers(0, 256, (12, 16, 4), dtype=np.uint8)
+    path = _save(tmp_path, "print" + suffix, Image.fromarray(inks, "CMYK"),
+                 icc_profile=_icc_v2_cmyk_profile("Test CMYK"), quality=100)
+    with Image.open(path) as saved:  # what the file holds, after JPEG's losses
+        stored = np.asarray(saved).astype(float) / 255.0
+    loaded = load_ldr(path)
+    linear = (2.0 - stored[..., :3] - stored[..., 3:]) / 2.0
+    # within a code: LittleCMS's default precalculated grid was up to 16 codes off
+    np.testing.assert_allclose(loaded.rgb.astype(float), _srgb_encode(linear), atol=1.0)
+    with Image.open(path) as saved:
+        naive = np.asarray(saved.convert("RGB")).astype(float)
+    assert np.abs(naive - _srgb_encode(linear)).max() > 20  # the profile changed something
+    assert "converted from its embedded ICC profile 'Test CMYK' to sRGB" in loaded.notes
+    assert not any("naive formula" in note for note in loaded.notes)
 
 
 def test_unreadable_profile_is_noted_and_pixels_kept(tmp_path):
