@@ -365,7 +365,10 @@ _MIXED_SESSION = {
     # for a sleeping worker) and 8 % slower in the third; with a busy loop on one core,
     # sleeping was 7-12 % faster. What else the host runs decides, so sleeping stays: the
     # cores stay free for the rest of the device (and its battery). `bench --peers` also
-    # shows mixed with ORT's defaults, spinning included.
+    # shows mixed with ORT's defaults, spinning included. Spinning for a bounded time
+    # (`session.intra_op.spin_duration_us`, ORT 1.31) splits the difference rather than
+    # winning both ways: 200 us was 0.973 x idle and 1.031 x beside a busy loop
+    # (docs/performance.md).
     # NchwcTransformer stays on: with the head weights stored as constants
     # (float_weights_on_grid) it runs the first head conv in its NCHWc layout, reorders
     # included cheaper than the plain conv. The head alone at 1088x1920, 2 threads, 10
