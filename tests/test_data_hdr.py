@@ -50,6 +50,18 @@ def test_exr_round_trip_is_exact(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.exr"]  # no temporary left
 
 
+def test_threaded_exr_write_gives_the_same_bytes_and_no_lasting_threads(tmp_path):
+    """EXR writes compress on all CPUs, but the file is what a single thread writes and
+    OpenEXR's pool is empty again afterwards (a later fork must not inherit its threads)."""
+    image = np.random.default_rng(1).random((300, 40, 3), dtype=np.float32) * 20
+    write_hdr(tmp_path / "threaded.exr", image)
+    assert OpenEXR.global_thread_count() == 0
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"RGB": image}) as exr:
+        exr.write(str(tmp_path / "single.exr"))
+    assert (tmp_path / "threaded.exr").read_bytes() == (tmp_path / "single.exr").read_bytes()
+
+
 def _rle_channel(values: bytes) -> bytes:
     """New-style Radiance run-length encoding of one channel of one scanline."""
     out, i = bytearray(), 0
