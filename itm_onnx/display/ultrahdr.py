@@ -56,7 +56,9 @@ def encode_ultrahdr(hdr: np.ndarray, sdr_rgb8: np.ndarray | None = None, *,
     HxWx3 uint8 sRGB, the base image (the user's photo); None uses the HDR clipped at
     SDR white. ``peak_nits`` sets HDRCapacityMax.
     """
-    hdr = np.asarray(hdr, dtype=np.float64)
+    # Float32: the gain is stored as 8-bit codes, far coarser than float32's 1e-7, and
+    # each of the photo-sized temporaries below is half the size of a float64 one.
+    hdr = np.asarray(hdr, dtype=np.float32)
     if sdr_rgb8 is None:
         sdr_rgb8 = linear_to_srgb8(hdr)
     if sdr_rgb8.dtype != np.uint8 or sdr_rgb8.shape != hdr.shape or hdr.shape[-1] != 3:
@@ -64,8 +66,9 @@ def encode_ultrahdr(hdr: np.ndarray, sdr_rgb8: np.ndarray | None = None, *,
                          f"{hdr.shape}, got {sdr_rgb8.dtype} {sdr_rgb8.shape}")
     base = _jpeg(sdr_rgb8, quality)
     with Image.open(io.BytesIO(base)) as decoded:
-        sdr = srgb_to_linear(np.asarray(decoded.convert("RGB")))
-    gain = np.log2((hdr + GAIN_OFFSET) / (sdr + GAIN_OFFSET))
+        sdr = _SRGB8_TO_LINEAR32[np.asarray(decoded.convert("RGB"))]
+    offset = np.float32(GAIN_OFFSET)
+    gain = np.log2((hdr + offset) / (sdr + offset))
     # Rounded as the XMP writes them, so that the stored codes use the stored range.
     low = round(float(gain.min()), 6)
     high = round(max(float(gain.max()), low + _MIN_GAIN_RANGE), 6)
@@ -75,6 +78,9 @@ def encode_ultrahdr(hdr: np.ndarray, sdr_rgb8: np.ndarray | None = None, *,
     gain_xmp = _gain_map_xmp(low, high, capacity)
     gain_map = _insert_segments(gain_map, [_app(0xE1, _XMP_SIGNATURE + gain_xmp)])
     return _assemble(base, gain_map)
+
+
+_SRGB8_TO_LINEAR32 = srgb_to_linear(np.arange(256, dtype=np.uint8)).astype(np.float32)
 
 
 def _jpeg(rgb8: np.ndarray, quality: int) -> bytes:
