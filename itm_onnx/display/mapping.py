@@ -141,12 +141,16 @@ def _srgb_decode(v: np.ndarray) -> np.ndarray:
 _SRGB8_TO_LINEAR = _srgb_decode(np.arange(256, dtype=np.float64) / 255.0)
 
 
-def srgb_to_linear(rgb8: np.ndarray) -> np.ndarray:
-    """8-bit sRGB codes -> linear light (IEC 61966-2-1, piecewise), 1.0 = white."""
+def srgb_to_linear(rgb8: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """8-bit sRGB codes -> linear light (IEC 61966-2-1, piecewise), 1.0 = white.
+
+    ``dtype`` float32 gives photo-sized callers half the memory; the values are the
+    float64 formula's, rounded.
+    """
     rgb8 = np.asarray(rgb8)
     if rgb8.dtype == np.uint8:
-        return _SRGB8_TO_LINEAR[rgb8]
-    return _srgb_decode(np.asarray(rgb8, dtype=np.float64) / 255.0)
+        return _SRGB8_TO_LINEAR.astype(dtype, copy=False)[rgb8]
+    return _srgb_decode(np.asarray(rgb8, dtype=np.float64) / 255.0).astype(dtype, copy=False)
 
 
 def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:

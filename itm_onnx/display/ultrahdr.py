@@ -66,7 +66,7 @@ def encode_ultrahdr(hdr: np.ndarray, sdr_rgb8: np.ndarray | None = None, *,
                          f"{hdr.shape}, got {sdr_rgb8.dtype} {sdr_rgb8.shape}")
     base = _jpeg(sdr_rgb8, quality)
     with Image.open(io.BytesIO(base)) as decoded:
-        sdr = _SRGB8_TO_LINEAR32[np.asarray(decoded.convert("RGB"))]
+        sdr = srgb_to_linear(np.asarray(decoded.convert("RGB")), np.float32)
     offset = np.float32(GAIN_OFFSET)
     gain = np.log2((hdr + offset) / (sdr + offset))
     # Rounded as the XMP writes them, so that the stored codes use the stored range.
@@ -78,9 +78,6 @@ def encode_ultrahdr(hdr: np.ndarray, sdr_rgb8: np.ndarray | None = None, *,
     gain_xmp = _gain_map_xmp(low, high, capacity)
     gain_map = _insert_segments(gain_map, [_app(0xE1, _XMP_SIGNATURE + gain_xmp)])
     return _assemble(base, gain_map)
-
-
-_SRGB8_TO_LINEAR32 = srgb_to_linear(np.arange(256, dtype=np.uint8)).astype(np.float32)
 
 
 def _jpeg(rgb8: np.ndarray, quality: int) -> bytes:
