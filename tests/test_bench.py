@@ -159,7 +159,8 @@ flags\t\t: fpu sse avx2 avx512f avx_vnni avx512_vnni amx_tile amx_int8
 processor\t: 1
 model name\t: Intel(R) Xeon(R) Processor
 """
-EPYC = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse fma avx2\n"
+EPYC = ("cpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+        "flags\t\t: fpu sse fma avx2\n")
 NEOVERSE = ("processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp i8mm\n"
             "CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
 
@@ -173,9 +174,11 @@ def test_cpu_facts_name_the_int8_dot_product_instructions():
     assert xeon["vnni_or_amx"]
     epyc = cpuinfo_facts(EPYC)
     assert epyc["int8_dot_product"] == ["AVX2"] and not epyc["vnni_or_amx"]
+    # "model" in cpuinfo is the model number; the name is "model name"
+    assert epyc["model"] == "AMD EPYC" and epyc["cpu_id"] == "family 26 model 2 stepping 1"
     arm = cpuinfo_facts(NEOVERSE)
     assert arm["int8_dot_product"] == ["dotprod", "i8mm"] and arm["arm_dotprod"]
-    assert arm["model"] == "ARM implementer 0x41 part 0xd0c"
+    assert arm["model"] == "ARM implementer 0x41 part 0xd0c" and arm["cpu_id"] is None
 
 
 def test_json_has_the_machine_and_each_models_top_ops(models, runner):

@@ -41,6 +41,8 @@ def describe(facts: dict[str, Any]) -> str:
     """One line for the table's footer."""
     int8 = ", ".join(facts.get("int8_dot_product") or []) or "none found"
     load = facts.get("load_average")
-    return (f"CPU: {facts.get('model') or '?'} ({facts.get('logical_cpus')} logical CPUs); "
+    cpu_id = f", {facts['cpu_id']}" if facts.get("cpu_id") else ""
+    return (f"CPU: {facts.get('model') or '?'} ({facts.get('logical_cpus')} logical CPUs"
+            f"{cpu_id}); "
             f"int8 dot-product instructions: {int8}"
             + (f"; load average {load[0]:.2f} at the start" if load else ""))

@@ -62,9 +62,11 @@ def pick_device(name: str, env: Dist) -> torch.device:
 
 
 def hardware_description(device: torch.device) -> dict[str, Any]:
+    cpu = cpu_facts()
     info = {
         "device": str(device),
-        "cpu": cpu_facts()["model"] or platform.processor() or platform.machine(),
+        "cpu": cpu["model"] or platform.processor() or platform.machine(),
+        "cpu_id": cpu["cpu_id"],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

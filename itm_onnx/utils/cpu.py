@@ -33,10 +33,24 @@ def cpuinfo_facts(text: str) -> dict[str, Any]:
     found = [name for flag, name in table.items() if flag in flags]
     return {
         "model": model,
+        "cpu_id": _x86_cpu_id(fields),
         "int8_dot_product": found,
         "vnni_or_amx": any(n in found for n in ("AVX-VNNI", "AVX512-VNNI", "AMX-INT8")),
         "arm_dotprod": "dotprod" in found,
     }
+
+
+def _x86_cpu_id(fields: dict[str, str]) -> str | None:
+    """"family F model M stepping S" (decimal, as cpuinfo gives them), or None off x86.
+
+    Hypervisors often show a bare "AMD EPYC" or "Intel Xeon Processor" as the model
+    name; the family and model numbers still tell the core apart (AMD family 25 model 17
+    is Zen 4, family 26 is Zen 5), and the int8 speed differs between them.
+    """
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    cpu_id = f"family {fields['cpu family']} model {fields['model']}"
+    return cpu_id + (f" stepping {fields['stepping']}" if "stepping" in fields else "")
 
 
 def cpu_facts() -> dict[str, Any]:
@@ -45,5 +59,5 @@ def cpu_facts() -> dict[str, Any]:
     try:
         return cpuinfo_facts(Path("/proc/cpuinfo").read_text())
     except OSError:
-        return {"model": platform.processor() or None, "int8_dot_product": [],
+        return {"model": platform.processor() or None, "cpu_id": None, "int8_dot_product": [],
                 "vnni_or_amx": None, "arm_dotprod": None}
