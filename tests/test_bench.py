@@ -159,7 +159,7 @@ flags\t\t: fpu sse avx2 avx512f avx_vnni avx512_vnni amx_tile amx_int8
 processor\t: 1
 model name\t: Intel(R) Xeon(R) Processor
 """
-EPYC = ("cpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\n"
+EPYC = ("cpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC 7B13\nstepping\t: 0\n"
         "flags\t\t: fpu sse fma avx2\n")
 NEOVERSE = ("processor\t: 0\nFeatures\t: fp asimd aes crc32 atomics asimddp i8mm\n"
             "CPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
@@ -175,7 +175,7 @@ def test_cpu_facts_name_the_int8_dot_product_instructions():
     epyc = cpuinfo_facts(EPYC)
     assert epyc["int8_dot_product"] == ["AVX2"] and not epyc["vnni_or_amx"]
     # "model" in cpuinfo is the model number; the name is "model name"
-    assert epyc["model"] == "AMD EPYC" and epyc["cpu_id"] == "family 26 model 2 stepping 1"
+    assert epyc["model"] == "AMD EPYC 7B13" and epyc["cpu_id"] == "family 25 model 1 stepping 0"
     arm = cpuinfo_facts(NEOVERSE)
     assert arm["int8_dot_product"] == ["dotprod", "i8mm"] and arm["arm_dotprod"]
     assert arm["model"] == "ARM implementer 0x41 part 0xd0c" and arm["cpu_id"] is None
